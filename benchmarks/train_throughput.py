@@ -1,0 +1,141 @@
+"""Training throughput of dense CIFAR ResNet-18 at 32 px: the ceiling versus the real data pipeline.
+
+ceiling:  the same training step on one synthetic batch that already sits on the device (no loader, no
+          augmentation, no hooks): the most the model can do.
+pipeline: dstbench's own `Trainer.fit` on a synthetic uint8 dataset of CIFAR's size, held where the runner would
+          hold it (on the GPU when it fits), with device-side crop and flip, lifecycle hooks and progress.
+Both are timed in one process after a warm-up; their ratio is the pipeline's efficiency (goal on a GPU: ≥ 0.9).
+
+    python benchmarks/train_throughput.py                 # GPU if there is one, else CPU
+    python benchmarks/train_throughput.py --device cpu --images 2048 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from dstbench.config import resolve, resolve_device
+from dstbench.data import Augment, TensorImages
+from dstbench.plugins import Plugins
+from dstbench.report import PlainReporter
+from dstbench.runner import build_model, place_on_device, use_channels_last
+from dstbench.train import Run, model_input, resolve_precision
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _config(args, plugins):
+    flags = {
+        "dataset": "cifar10",
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "epochs": 1,
+        "device": args.device,
+        "precision": args.precision,
+        "quiet": True,
+    }
+    return resolve(flags, None, plugins.registry)
+
+
+def ceiling(cfg, plugins, device, steps: int) -> float:
+    trainer = plugins.registry.trainer(cfg.trainer)()
+    channels_last = use_channels_last(cfg, device)
+    model = build_model(cfg, plugins, device, channels_last)
+    optimizer = trainer.build_optimizer(cfg, model)
+    images = torch.randint(0, 256, (cfg.batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(model_input(images, channels_last))
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    for _ in range(max(3, steps // 10)):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def pipeline(cfg, plugins, device, n_images: int) -> float:
+    registry = plugins.registry
+    trainer = registry.trainer(cfg.trainer)()
+    channels_last = use_channels_last(cfg, device)
+    g = torch.Generator().manual_seed(0)
+    data = place_on_device(
+        TensorImages(
+            torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=g),
+            torch.randint(0, 10, (n_images,), generator=g),
+            augment=Augment(crop_padding=4, hflip=True),
+        ),
+        device,
+    )
+    cfg = replace(cfg, epochs=2)
+    model = build_model(cfg, plugins, device, channels_last)
+    optimizer = trainer.build_optimizer(cfg, model)
+    algorithm = registry.algorithm(cfg.algo).from_config(cfg)
+    run = Run(
+        config=cfg,
+        model=model,
+        optimizer=optimizer,
+        scheduler=trainer.build_scheduler(cfg, optimizer, data.num_batches(cfg.batch_size, train=True)),
+        algorithm=algorithm,
+        train_data=data,
+        device=device,
+        hooks=plugins,
+        reporter=PlainReporter(quiet=True),
+        generator=torch.Generator().manual_seed(0),
+        channels_last=channels_last,
+    )
+    algorithm.setup(run)
+    result = trainer.fit(run)  # epoch 1 warms up (cuDNN autotuning, allocator); epoch 2 is the measurement
+    return result.history[-1].images_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="cifar-resnet18")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps of the ceiling")
+    parser.add_argument("--images", type=int, default=50_000, help="synthetic training set size of the pipeline")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    plugins = Plugins.load()
+    cfg = _config(args, plugins)
+    device = resolve_device(cfg.device)
+    top = ceiling(cfg, plugins, device, args.steps)
+    real = pipeline(cfg, plugins, device, args.images)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    results = {
+        "device": name,
+        "model": cfg.model,
+        "batch_size": cfg.batch_size,
+        "precision": resolve_precision(cfg.precision, device),
+        "ceiling_img_s": round(top),
+        "pipeline_img_s": round(real),
+        "ratio": round(real / top, 3),
+    }
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

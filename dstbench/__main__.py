@@ -1,0 +1,3 @@
+from dstbench.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""Atomic files: training checkpoints (to resume), the final model file, and JSON.
+
+Every file is written to a temporary name in the same directory and renamed over the target, so a crash leaves
+either the old file or the new one, never half of one. Checkpoints hold only tensors and plain values and load
+with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from dstbench.config import TRAIN
+from dstbench.errors import UserError
+
+if TYPE_CHECKING:
+    from dstbench.config import RunConfig
+    from dstbench.train import Run
+
+TRAINING_FORMAT = "dstbench-training-checkpoint"
+MODEL_FORMAT = "dstbench-model"
+VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` and rename tmp over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path, expected_format: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is corrupt or not a dstbench checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise UserError(f"{path} is not a {expected_format} file")
+    if state.get("version") != VERSION:
+        raise UserError(f"{path} has format version {state.get('version')}; this dstbench reads version {VERSION}")
+    return state
+
+
+def _rng_state(run: Run) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": run.generator.get_state()}
+    if run.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(run.device)
+    return state
+
+
+def save_training(run: Run, path: Path) -> None:
+    state = {
+        "format": TRAINING_FORMAT,
+        "version": VERSION,
+        "config": run.config.role_dict(TRAIN),
+        "epoch": run.epoch,
+        "step": run.step,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "algorithm": run.algorithm.state_dict(),
+        "rng": _rng_state(run),
+        "history": [vars(s) for s in run.history],
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _check_settings(path: Path, state: dict[str, Any], cfg: RunConfig) -> None:
+    saved = state["config"]
+    diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in cfg.role_dict(TRAIN).items() if saved.get(k) != v]
+    if diff:
+        raise UserError(
+            f"{path} was written by a run with other settings: {', '.join(diff)}; resume with the same settings"
+        )
+
+
+def load_training(path: Path, cfg: RunConfig) -> dict[str, Any]:
+    """A checkpoint's state, after checking that it was written by a run with the same training settings."""
+    state = _load(path, TRAINING_FORMAT)
+    _check_settings(path, state, cfg)
+    return state
+
+
+def restore_training(run: Run, state: dict[str, Any]) -> None:
+    from dstbench.train import EpochStats
+
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.algorithm.load_state_dict(state["algorithm"])
+    run.epoch, run.step = state["epoch"], state["step"]
+    run.history = [EpochStats(**s) for s in state["history"]]
+    torch.set_rng_state(state["rng"]["torch"])
+    run.generator.set_state(state["rng"]["data"])
+    if run.device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], run.device)
+
+
+def save_model(
+    path: Path, cfg: RunConfig, model: torch.nn.Module, algorithm_state: dict, extra: dict[str, Any]
+) -> None:
+    """The trained model with its full config, masks and training record: what `dstbench eval` needs."""
+    state = {
+        "format": MODEL_FORMAT,
+        "version": VERSION,
+        "config": cfg.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "algorithm": algorithm_state,
+        **extra,
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model(path: Path, cfg: RunConfig | None = None) -> dict[str, Any]:
+    """A model file's state; with `cfg`, check that it was trained with the same settings."""
+    state = _load(path, MODEL_FORMAT)
+    if cfg is not None:
+        _check_settings(path, state, cfg)
+    return state

@@ -1,0 +1,252 @@
+"""The `dstbench` command. User errors print one line and exit with code 2; there is no traceback for them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dstbench import __version__
+from dstbench.config import FIELDS
+from dstbench.errors import PluginError, UserError
+from dstbench.plugins import Plugins, get_plugins
+from dstbench.report import make_reporter
+
+RUN_EXAMPLES = """
+\b
+Examples:
+  dstbench run                                   dense training on the embedded digits (< 1 min on a laptop)
+  dstbench run --epochs 5 --severities 3,5       shorter training, evaluated at two severities
+  dstbench run --dataset fashion-mnist --model digits-cnn --max-train-samples 10000
+  dstbench run --dataset cifar10 --data-dir ~/data --model cifar-resnet18 --device cuda
+  dstbench run --config recipe.toml --seed 1     settings from a TOML file; flags override it
+  dstbench run --out runs/a --resume             continue an interrupted run
+"""
+
+
+class DstbenchGroup(click.Group):
+    """Turns `UserError` into click's one-line error with the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_options(names: list[str]):
+    """click options for these RunConfig fields; every default is None, meaning 'not given'."""
+
+    def decorate(command):
+        for name in reversed(names):
+            meta = FIELDS[name].metadata
+            if name == "algo_options":
+                option = click.option(
+                    "--algo-opt", "algo_options", multiple=True, metavar=meta["metavar"], help=meta["help"]
+                )
+            elif "bool" in str(FIELDS[name].type):
+                option = click.option(f"{_flag(name)}/--no-{_flag(name)[2:]}", name, default=None, help=meta["help"])
+            else:
+                option = click.option(_flag(name), name, default=None, metavar=meta["metavar"], help=meta["help"])
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _given(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None and v != ()}
+
+
+def _plugins(ctx: click.Context) -> Plugins:
+    return ctx.find_root().obj
+
+
+@click.command(epilog=RUN_EXAMPLES)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings (flags win).")
+@config_options(list(FIELDS))
+@click.pass_context
+def run(ctx: click.Context, config_file: str | None, **flags) -> None:
+    """Train a model, evaluate it on clean and corrupted test data, and write a leaderboard entry."""
+    from dstbench import config, runner, tables
+
+    plugins = _plugins(ctx)
+    cfg = config.resolve(_given(flags), config_file, plugins.registry)
+    reporter = make_reporter(cfg.quiet)
+    entry = runner.execute(cfg, plugins, reporter)
+    reporter.result(tables.results(entry.to_dict()))
+    reporter.result(f"entry: {Path(cfg.out or Path('runs') / cfg.run_id) / 'entry.json'}")
+
+
+EVAL_OPTIONS = [
+    "suite",
+    "corruptions",
+    "severities",
+    "corruption_seed",
+    "max_test_samples",
+    "eval_batch_size",
+    "baseline",
+    "data_dir",
+    "download",
+    "workers",
+    "device",
+    "precision",
+    "channels_last",
+    "quiet",
+]
+
+
+@click.command(name="eval")
+@click.argument("path", type=click.Path(path_type=Path))
+@config_options(EVAL_OPTIONS)
+@click.option(
+    "--entry",
+    "entry_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as an entry JSON here.",
+)
+@click.pass_context
+def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> None:
+    """Re-evaluate a finished run (its directory or model.pt), optionally on another suite or severities.
+
+    \b
+    Examples:
+      dstbench eval runs/digits-digits-cnn-dense-seed0
+      dstbench eval runs/x/model.pt --severities 5 --entry sev5.json
+    """
+    from dstbench import checkpoint, config, runner, tables
+    from dstbench.train import TrainResult
+
+    plugins = _plugins(ctx)
+    model_path = path / "model.pt" if path.is_dir() else path
+    saved = checkpoint.load_model(model_path)
+    cfg = config.resolve({**saved["config"], "out": None, "resume": False, **_given(flags)}, None, plugins.registry)
+    reporter = make_reporter(cfg.quiet)
+    device = config.resolve_device(cfg.device)
+    channels_last = runner.use_channels_last(cfg, device)
+    model = runner.build_model(cfg, plugins, device, channels_last)
+    model.load_state_dict(saved["model"])
+    algorithm = plugins.registry.algorithm(cfg.algo).from_config(cfg)
+    algorithm.load_state_dict(saved["algorithm"])
+    test = runner.load_data(cfg, plugins, reporter, device).test
+    evaluation = runner.evaluate_model(cfg, plugins, model, test, device, channels_last, reporter)
+    result = TrainResult.from_dict(saved["training"])
+    entry = runner.make_entry(cfg, plugins, model, algorithm, result, evaluation, model_path, device, None)
+    if entry_path:
+        runner.write_entry(entry_path, entry)
+    reporter.result(tables.results(entry.to_dict()))
+
+
+@click.command(name="list")
+@click.option(
+    "--kind",
+    type=click.Choice(["algorithm", "model", "dataset", "suite", "trainer", "command"]),
+    multiple=True,
+    help="Only these kinds (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def list_(ctx: click.Context, kind: tuple[str, ...], as_json: bool) -> None:
+    """List installed algorithms, models, datasets, corruption suites and trainers, with the plugin each is from."""
+    from dstbench import tables
+    from dstbench.registry import KINDS
+
+    plugins = _plugins(ctx)
+    kinds = kind or [k for k in KINDS if k != "command"]
+    if as_json:
+        click.echo(json.dumps({k: tables.registry_rows(plugins, k) for k in kinds}, indent=2))
+        return
+    reporter = make_reporter()
+    for k in kinds:
+        reporter.result(tables.rows_table(f"{k}s", tables.registry_rows(plugins, k)))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List loaded plugins, where they come from, what they register and which hooks they implement.
+
+    Set DSTBENCH_PLUGINS=name,name to load only these third-party plugins (empty: none).
+    """
+    from dstbench import tables
+
+    loaded = _plugins(ctx)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(info) for info in loaded.infos.values()], indent=2))
+        return
+    make_reporter().result(tables.rows_table("plugins", tables.plugin_rows(loaded)))
+
+
+@click.group(cls=DstbenchGroup)
+def leaderboard() -> None:
+    """Leaderboard entries."""
+
+
+@leaderboard.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check entry JSON files against the schema; print each violation with its JSON path.
+
+    Exits with 1 when any file is invalid.
+    """
+    from dstbench.entry import validate_file
+
+    bad = 0
+    for file in files:
+        problems = validate_file(file)
+        bad += bool(problems)
+        for problem in problems:
+            click.echo(f"{file}: {problem}")
+        if not problems:
+            click.echo(f"{file}: ok")
+    if bad:
+        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
+        sys.exit(1)
+
+
+def build_cli(loaded: Plugins) -> click.Group:
+    @click.group(cls=DstbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+    @click.version_option(__version__, prog_name="dstbench")
+    @click.pass_context
+    def cli(ctx: click.Context) -> None:
+        """dstbench: does dynamic sparse training make vision models more robust to image and video corruptions?
+
+        \b
+        Start with:  dstbench run            (dense training + corruption evaluation on the embedded digits)
+                     dstbench list           (algorithms, models, datasets, corruption suites)
+        """
+        ctx.obj = loaded
+
+    for command in (run, eval_, list_, plugins, leaderboard):
+        cli.add_command(command)
+    try:
+        extra = loaded.registry.entries["command"].values()
+    except PluginError:
+        extra = []  # the clash is reported by every command that needs the registry
+    for item in extra:
+        if item.obj.name in cli.commands:
+            click.echo(
+                f"warning: plugin '{item.plugin}' registers command '{item.obj.name}', which exists; skipped", err=True
+            )
+        else:
+            cli.add_command(item.obj)
+    return cli
+
+
+def main() -> None:
+    loaded = get_plugins()
+    for info in loaded.broken():
+        click.echo(
+            f"warning: plugin '{info.name}' ({info.distribution} {info.version}) skipped: {info.error}", err=True
+        )
+    build_cli(loaded)(prog_name="dstbench")

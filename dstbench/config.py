@@ -1,0 +1,287 @@
+"""The settings of one run: defaults < trainer recipe < dataset recipe < TOML file < command-line flags.
+
+`RunConfig`'s fields are the single source of truth: the `dstbench run` flags and the TOML keys are both made
+from them, and `resolve` validates every value once, with errors that say what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dstbench.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "multistep", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# What a field is for. Only "train" fields must match when a checkpoint is resumed.
+TRAIN, EVAL, RUNTIME = "train", "eval", "runtime"
+
+
+def _opt(default: Any, help: str, role: str = TRAIN, metavar: str | None = None) -> Any:
+    factory = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
+    return field(**factory, metadata={"help": help, "role": role, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = _opt("digits", "Dataset name (see `dstbench list`).", metavar="NAME")
+    model: str | None = _opt(None, "Model name; default: the dataset's recipe.", metavar="NAME")
+    algo: str = _opt("dense", "Sparsity algorithm (see `dstbench list`).", metavar="NAME")
+    sparsity: float | None = _opt(None, "Fraction of sparsifiable weights that are zero, in [0, 1).", metavar="S")
+    distribution: str | None = _opt(None, "Layer-wise sparsity distribution; default: the algorithm's.", metavar="D")
+    algo_options: dict = _opt({}, "Algorithm option, repeatable: --algo-opt drop_fraction=0.3.", metavar="KEY=VALUE")
+    trainer: str | None = _opt(None, "Training recipe; default: the dataset modality's trainer.", metavar="NAME")
+    data_dir: str | None = _opt(None, "Where the dataset is; 'hf:<name>' for a Hugging Face dataset.", RUNTIME, "DIR")
+    download: bool = _opt(False, "Allow downloading the dataset if it is not found.", RUNTIME)
+    max_train_samples: int | None = _opt(None, "Train on a seeded subset of this many samples.", metavar="N")
+    max_test_samples: int | None = _opt(None, "Evaluate on a seeded subset of this many samples.", EVAL, "N")
+    workers: int = _opt(min(8, os.cpu_count() or 1), "Decode workers for data that streams from disk.", RUNTIME, "N")
+    epochs: int = _opt(10, "Training epochs; default: the dataset's recipe.", metavar="N")
+    batch_size: int = _opt(128, "Training batch size; default: the dataset's recipe.", metavar="N")
+    lr: float = _opt(0.1, "Peak learning rate; default: the dataset's recipe.", metavar="LR")
+    optimizer: str = _opt("sgd", f"One of {', '.join(OPTIMIZERS)}.", metavar="NAME")
+    momentum: float = _opt(0.9, "SGD momentum.", metavar="M")
+    nesterov: bool = _opt(False, "Nesterov momentum.")
+    weight_decay: float = _opt(5e-4, "Weight decay.", metavar="WD")
+    schedule: str = _opt("cosine", f"Learning-rate schedule: {', '.join(SCHEDULES)}.", metavar="NAME")
+    milestones: tuple[float, ...] = _opt(
+        (0.5, 0.75), "Multistep: fractions of training where the LR drops.", metavar="F,F"
+    )
+    gamma: float = _opt(0.1, "Multistep: factor of each LR drop.", metavar="G")
+    warmup_epochs: int = _opt(0, "Linear learning-rate warm-up epochs.", metavar="N")
+    label_smoothing: float = _opt(0.0, "Label smoothing in [0, 1).", metavar="E")
+    seed: int = _opt(0, "Seed of initialisation, data order, augmentation and masks.", metavar="N")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N.", RUNTIME, "DEV")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.", metavar="P")
+    channels_last: bool | None = _opt(None, "Channels-last memory format; default: on for CUDA.", RUNTIME)
+    suite: str | None = _opt(None, "Corruption suite; default: the dataset's.", EVAL, "NAME")
+    corruptions: tuple[str, ...] | None = _opt(
+        None, "Corruptions or subsets to evaluate, comma-separated.", EVAL, "C,C"
+    )
+    severities: tuple[int, ...] | None = _opt(None, "Severities to evaluate: '1,3,5' or '1-5'.", EVAL, "S")
+    corruption_seed: int = _opt(0, "Seed of the corruptions (the same for every model).", EVAL, "N")
+    eval_batch_size: int = _opt(500, "Evaluation batch size.", RUNTIME, "N")
+    baseline: str | None = _opt(None, "A baseline entry.json; adds mCE relative to it.", EVAL, "FILE")
+    out: str | None = _opt(None, "Run directory; default: runs/<run id>.", RUNTIME, "DIR")
+    resume: bool = _opt(False, "Continue the run in --out from its last checkpoint.", RUNTIME)
+    quiet: bool = _opt(False, "No progress output, only warnings and results.", RUNTIME)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    def role_dict(self, role: str) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.metadata["role"] == role}
+
+    @property
+    def run_id(self) -> str:
+        sparsity = f"-s{self.sparsity:g}" if self.sparsity else ""
+        return f"{self.dataset}-{self.model}-{self.algo}{sparsity}-seed{self.seed}"
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+# --- parsing of single values (flags arrive as strings, TOML values typed) -------------------------------------
+
+
+def _split(value: Any) -> list:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError("expected a list or a comma-separated string")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        return value.lower() in ("true", "1", "yes", "on")
+    raise ValueError("expected true or false")
+
+
+def parse_number(kind: type) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}")
+        return kind(value)
+
+    return parse
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _severities(value: Any) -> tuple[int, ...]:
+    from dstbench.corruption import parse_severities
+
+    return parse_severities(value) if isinstance(value, str) else tuple(parse_number(int)(v) for v in value)
+
+
+def _options(value: Any) -> dict:
+    if isinstance(value, Mapping):
+        return dict(value)
+    pairs = {}
+    for item in [value] if isinstance(value, str) else value:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"'{item}' is not KEY=VALUE")
+        pairs[key.strip()] = raw.strip()
+    return pairs
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "sparsity": parse_number(float),
+    "algo_options": _options,
+    "download": parse_bool,
+    "nesterov": parse_bool,
+    "channels_last": parse_bool,
+    "resume": parse_bool,
+    "quiet": parse_bool,
+    "milestones": lambda v: tuple(parse_number(float)(x) for x in _split(v)),
+    "corruptions": lambda v: tuple(_string(x) for x in _split(v)),
+    "severities": _severities,
+    **{
+        name: parse_number(int)
+        for name in (
+            "max_train_samples",
+            "max_test_samples",
+            "workers",
+            "epochs",
+            "batch_size",
+            "warmup_epochs",
+            "seed",
+            "corruption_seed",
+            "eval_batch_size",
+        )
+    },
+    **{name: parse_number(float) for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing")},
+}
+
+
+def parse_values(values: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Typed values from flags or a TOML table; None means 'not given'. `origin` names the source in errors."""
+    parsed = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in FIELDS:
+            raise UserError(f"{origin}: unknown setting '{key}'; valid settings: {', '.join(FIELDS)}")
+        if value is None:
+            continue
+        try:
+            parsed[name] = PARSERS.get(name, _string)(value)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{origin}: bad value for '{key}': {value!r} ({exc})") from None
+    return parsed
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+    # Settings may sit at the top level or in a [run] table; [algo_options] is its own table.
+    return parse_values({**data.pop("run", {}), **data}, str(path))
+
+
+# --- validation ------------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks of a resolved config. Names are checked against the registries by `resolve`."""
+    _check(cfg.sparsity is not None and 0.0 <= cfg.sparsity < 1.0, f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    _check(cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
+    _check(cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}")
+    _check(cfg.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {cfg.eval_batch_size}")
+    _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
+    _check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer '{cfg.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
+    _check(cfg.schedule in SCHEDULES, f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(SCHEDULES)}")
+    _check(cfg.precision in PRECISIONS, f"unknown precision '{cfg.precision}'; choose from: {', '.join(PRECISIONS)}")
+    _check(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
+    _check(cfg.weight_decay >= 0, f"--weight-decay must be at least 0, got {cfg.weight_decay}")
+    _check(0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    _check(0 < cfg.gamma <= 1, f"--gamma must be in (0, 1], got {cfg.gamma}")
+    _check(all(0 < m < 1 for m in cfg.milestones), f"--milestones must be fractions in (0, 1), got {cfg.milestones}")
+    _check(0 <= cfg.warmup_epochs < cfg.epochs, f"--warmup-epochs must be in [0, epochs), got {cfg.warmup_epochs}")
+    _check(0 <= cfg.seed < 2**32, f"--seed must be in [0, 2**32), got {cfg.seed}")
+    _check(0 <= cfg.corruption_seed < 2**32, f"--corruption-seed must be in [0, 2**32), got {cfg.corruption_seed}")
+    _check(cfg.workers >= 0, f"--workers must be at least 0, got {cfg.workers}")
+    for name in ("max_train_samples", "max_test_samples"):
+        value = getattr(cfg, name)
+        _check(value is None or value >= 2, f"--{name.replace('_', '-')} must be at least 2, got {value}")
+    _check(
+        cfg.device in ("auto", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()),
+        f"unknown device '{cfg.device}'; choose from: auto, cpu, cuda, cuda:N",
+    )
+
+
+def resolve(flags: Mapping[str, Any], config_file: str | Path | None, registry) -> RunConfig:
+    """Merge the layers, fill recipe defaults from the dataset and trainer, and validate everything."""
+    given = {**(read_toml(config_file) if config_file else {}), **parse_values(flags, "command line")}
+    dataset = registry.dataset(given.get("dataset", RunConfig.dataset))
+    trainer = registry.trainer(given["trainer"]) if "trainer" in given else registry.trainer_for(dataset.modality)
+    if trainer.modality != dataset.modality:
+        raise UserError(
+            f"trainer '{trainer.name}' trains {trainer.modality} data, dataset '{dataset.name}' is {dataset.modality}"
+        )
+    algorithm = registry.algorithm(given.get("algo", RunConfig.algo))
+    recipe = parse_values({**trainer.defaults, **dataset.recipe}, f"recipe of {dataset.name}")
+    merged = {"trainer": trainer.name, "sparsity": algorithm.default_sparsity, **recipe, **given}
+    cfg = RunConfig(**merged)
+    validate(cfg)
+    resolve_device(cfg.device)
+    _check(cfg.model is not None, f"dataset '{dataset.name}' has no default model; pass --model")
+    registry.model(cfg.model)
+    _check(cfg.suite is not None, f"dataset '{dataset.name}' has no default corruption suite; pass --suite")
+    suite = registry.suite(cfg.suite)
+    _check(
+        suite.modality == dataset.modality,
+        f"suite '{suite.name}' corrupts {suite.modality} data, dataset '{dataset.name}' is {dataset.modality}",
+    )
+    suite.check_input(dataset.channels, dataset.image_size)
+    suite.select(cfg.corruptions, cfg.severities)
+    algorithm.check_config(cfg)
+    return cfg
+
+
+def resolve_device(name: str):
+    """The torch device for --device, or a UserError when CUDA is asked for and absent."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            available = f"CUDA is not available on this machine (torch {torch.__version__})"
+            raise UserError(f"--device {name}: {available}; use --device cpu or auto")
+        index = int(name[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(name)

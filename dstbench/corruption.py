@@ -1,0 +1,297 @@
+"""Corruption-suite contract, and the seeded per-sample random numbers that suites draw their noise from.
+
+A suite registers a `CorruptionSuite`; the evaluator corrupts each test batch on its device with
+`suite.corrupt(images, corruption, severity, SampleRNG.for_samples(seed, suite.name, corruption, severity, ids=ids))`.
+Because every sample has its own counter-based random stream, a corrupted test set is the same whatever the batch
+size, data order or device, and the same for every model evaluated with the same seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TypeVar
+
+import torch
+
+from dstbench.errors import UserError, unknown_choice
+
+__all__ = ["CorruptionSuite", "SampleRNG", "hash32", "parse_severities"]
+
+
+class CorruptionSuite(ABC):
+    """Base class. A suite names its corruptions and severities and corrupts a batch on the batch's device."""
+
+    name: str
+    description: str
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    modality: str = "image"
+    resolution: str = ""  # the image size its parameters are meant for, e.g. "32 px (CIFAR-10-C parameters)"
+    subsets: Mapping[str, tuple[str, ...]] = MappingProxyType({})  # names usable in --corruptions, e.g. "noise"
+
+    def check_input(self, channels: int, size: int) -> None:
+        """Raise UserError if images with this many channels and this side length cannot be corrupted."""
+        return  # by default every shape can
+
+    def select(
+        self, corruptions: Sequence[str] | None, severities: Sequence[int] | None
+    ) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Validate a user's selection; None selects all. Names may be corruptions or subsets. Both results follow
+        the suite's order, without duplicates."""
+        if corruptions is None:
+            chosen = set(self.corruptions)
+        else:
+            chosen = set()
+            for name in corruptions:
+                if name in self.subsets:
+                    chosen.update(self.subsets[name])
+                elif name in self.corruptions:
+                    chosen.add(name)
+                else:
+                    raise unknown_choice(f"{self.name} corruption", name, [*self.corruptions, *self.subsets])
+        if severities is not None:
+            for severity in severities:
+                if severity not in self.severities:
+                    valid = ", ".join(map(str, self.severities))
+                    raise UserError(f"suite '{self.name}' has no severity {severity}; choose from: {valid}")
+        chosen_severities = set(self.severities if severities is None else severities)
+        selection = (
+            tuple(c for c in self.corruptions if c in chosen),
+            tuple(s for s in self.severities if s in chosen_severities),
+        )
+        if not all(selection):
+            raise UserError(f"select at least one corruption and one severity of suite '{self.name}'")
+        return selection
+
+    @abstractmethod
+    def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
+        """Corrupt uint8 images (N, C, H, W), drawing randomness only from `rng` (one stream per image); the result
+        is uint8 (N, C, H, W) on the same device."""
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """'3' -> (3,), '1,3,5' -> (1, 3, 5), '1-5' -> (1, 2, 3, 4, 5); items combine ('1-2,5'). Sorted, unique."""
+    severities: set[int] = set()
+    for item in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        if not match or (match[2] and int(match[2]) < int(match[1])):
+            raise UserError(f"invalid severities '{text}'; write e.g. '3', '1,3,5' or '1-5'")
+        severities.update(range(int(match[1]), int(match[2] or match[1]) + 1))
+    return tuple(sorted(severities))
+
+
+# --- Counter-based random numbers --------------------------------------------------------------------------------
+#
+# All arithmetic is on 32-bit values held in int64 tensors, which every device computes exactly (no signed overflow).
+# Sample n's 32 random bits for stream s, draw d and element c are
+#
+#     hash32(state_n ^ table_sd[c]),    state_n = hash32(key_n),    table_sd[c] = hash32(hash32(c) ^ tag(s, d)),
+#
+# where a draw is one use of the stream inside a method (Box-Muller's radius, the V of one PTRS round, ...), so each
+# method has numbers of its own on every stream. Tables do not depend on the sample: a batch costs one hash per
+# (sample, element). Why this shape: hash32 is a bijection, so distinct keys give distinct states, and within a
+# sample distinct (s, d, c) give distinct bits unless their table entries collide. The key goes in last, against an
+# element value that depends non-linearly on (s, d, c), so no two (sample, stream) pairs share a whole sequence or a
+# shifted copy of one, as with hash32(hash32(key ^ hash32(s)) + c), where two such states a few thousand apart
+# overlap. What remains are isolated coincidences, state_n ^ state_m == table_sd[c] ^ table_s'd'[c'], at the rate of
+# random 32-bit collisions.
+
+_MASK32 = 0xFFFFFFFF
+_Word = TypeVar("_Word", int, torch.Tensor)
+
+
+def _mul32(x: _Word, constant: int) -> _Word:
+    """x * constant mod 2**32 for x in [0, 2**32); splitting the constant in 16-bit halves keeps products < 2**48."""
+    low, high = constant & 0xFFFF, constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+
+
+def hash32(x: _Word) -> _Word:
+    """Chris Wellons' "lowbias32", a bijection on [0, 2**32), of a Python int or elementwise of an int64 tensor."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _tag(stream: int, draw: int) -> int:
+    if not 0 <= stream <= _MASK32:
+        raise ValueError(f"stream must be in [0, 2**32), got {stream}")
+    return hash32(hash32(stream) ^ draw)
+
+
+def _label_bytes(label: str | int) -> bytes:
+    if isinstance(label, str):
+        text = b"s" + label.encode()
+    elif isinstance(label, int):
+        text = b"i" + str(label).encode()
+    else:
+        raise TypeError(f"labels must be str or int, got {label!r}")
+    return len(text).to_bytes(4, "little") + text  # length-prefixed, so ('ab', 'c') and ('a', 'bc') differ
+
+
+# Draws: which part of a stream each method uses. uniform: 0; normal: 1 (radius) and 2 (angle); poisson: 3 + 2r and
+# 4 + 2r, the U and V of PTRS round r (inversion reuses round 0's U: each element uses one method or the other).
+_UNIFORM, _NORMAL, _POISSON = 0, (1, 2), 3
+
+_INVERSION_TERMS = 40  # counts stop at 40: P(X ≥ 40) < 1e-12 for λ < 10, far below the uniform's 2**-32 resolution
+_PTRS_ROUNDS = 32  # a round rejects with probability ≤ 0.25 (λ = 10; less for larger λ): 0.25**32 ≈ 5e-20
+
+
+class SampleRNG:
+    """Counter-based random numbers, one independent stream per sample: sample i's numbers depend only on
+    (key_i, stream, flat element index), never on the batch it is in, its position, the batch size or the device.
+    Each method's numbers on a stream are independent of the other methods' on that stream; two calls of the same
+    method with the same stream return the same numbers."""
+
+    def __init__(self, keys: torch.Tensor):
+        """keys: int64 (N,), values in [0, 2**32) (higher bits are ignored), one per sample."""
+        if keys.dtype != torch.int64 or keys.ndim != 1:
+            raise ValueError(f"keys must be an int64 vector, got {keys.dtype} of shape {tuple(keys.shape)}")
+        self.keys = keys
+        self._states = hash32(keys & _MASK32)  # scrambles keys that are merely consecutive
+
+    @classmethod
+    def for_samples(cls, seed: int, *labels: str | int, ids: torch.Tensor) -> SampleRNG:
+        """Keys for the samples with these dataset ids (int64, any non-negative values), from the seed and labels such
+        as (suite name, corruption, severity); stable across processes, platforms and Python versions. Distinct
+        ids below 2**32 get distinct keys."""
+        digest = hashlib.blake2b(b"".join(map(_label_bytes, (seed, *labels))), digest_size=4).digest()
+        base = int.from_bytes(digest, "little")
+        ids = ids.to(torch.int64)
+        return cls(hash32(hash32(base ^ (ids & _MASK32)) ^ ((ids >> 32) & _MASK32)))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> SampleRNG:
+        """The streams of a subset of the samples, e.g. `rng[:64]`: their numbers are unchanged."""
+        return SampleRNG(self.keys[index])
+
+    def uniform(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
+        """float32 (N, *shape), uniform on the open interval (0, 1) with 24-bit resolution."""
+        rows, columns, element_hashes = self._all_elements(math.prod(shape))
+        bits = self._bits(stream, (_UNIFORM,), rows, columns, element_hashes)
+        return self._uniform24(bits).view(len(self), *shape)
+
+    def normal(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
+        """float32 (N, *shape), standard normal. Box-Muller: elements 2j and 2j+1 are the cosine and sine parts of
+        pair j, whose radius and angle come from two different draws."""
+        size = math.prod(shape)
+        rows, columns, element_hashes = self._all_elements((size + 1) // 2)
+        radius, angle = self._uniform24(self._bits(stream, _NORMAL, rows, columns, element_hashes))
+        radius = radius.log_().mul_(-2).sqrt_()
+        angle = angle.mul_(2 * math.pi)
+        pairs = torch.stack((radius * angle.cos(), radius * angle.sin()), dim=-1)
+        return pairs.view(len(self), -1)[:, :size].reshape(len(self), *shape)
+
+    def poisson(self, rates: torch.Tensor, stream: int = 0) -> torch.Tensor:
+        """float32 Poisson counts, one per rate; rates: float (N, ...), ≥ 0. Exact sampling, computed in float64:
+        inversion for λ < 10, else Hörmann's PTRS transformed rejection (as NumPy) with a fixed sequence of rounds,
+        each with its own draws; the first accepted round gives the count."""
+        size = math.prod(rates.shape[1:])
+        rows, columns, element_hashes = self._all_elements(size)
+
+        def uniforms(round_: int, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+            draws = (_POISSON + 2 * round_, _POISSON + 2 * round_ + 1)
+            return self._uniform32(self._bits(stream, draws, rows, columns, element_hashes))
+
+        # Round 0 runs on every element, so needs no gathers.
+        rate = rates.reshape(len(self), size).to(torch.float64)
+        u, v = uniforms(0, rows, columns)
+        counts, accepted = _ptrs_round(rate, u, v)
+        rate, u, counts, accepted = rate.view(-1), u.view(-1), counts.view(-1), accepted.view(-1)
+        small = rate < 10
+        everything = torch.arange(rate.numel(), device=rate.device)
+
+        subset, is_small = _needed(small, everything, small)
+        if subset.numel():
+            found = _poisson_by_inversion(rate.take(subset), u.take(subset))
+            counts.index_copy_(0, subset, torch.where(is_small, found, counts.take(subset)))
+
+        pending = ~(small | accepted)
+        subset, pending = _needed(pending, everything, pending)
+        for round_ in range(1, _PTRS_ROUNDS):
+            if not subset.numel():
+                break
+            found, accepted = _ptrs_round(rate.take(subset), *uniforms(round_, subset // size, subset % size))
+            if round_ == _PTRS_ROUNDS - 1:  # never reached in practice; the proposal is then a near-Poisson count
+                found, accepted = found.clamp_(min=0), torch.ones_like(accepted)
+            counts.index_copy_(0, subset, torch.where(pending & accepted, found, counts.take(subset)))
+            pending = pending & ~accepted
+            subset, pending = _needed(pending, subset, pending)
+        return counts.to(torch.float32).view(rates.shape)
+
+    def _all_elements(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row (N, 1) and column (1, size) indices of an (N, size) array, and hash32 of every column index."""
+        device = self.keys.device
+        columns = torch.arange(size, device=device)
+        return torch.arange(len(self), device=device)[:, None], columns[None], hash32(columns)
+
+    def _bits(
+        self,
+        stream: int,
+        draws: tuple[int, ...],
+        rows: torch.Tensor,
+        columns: torch.Tensor,
+        element_hashes: torch.Tensor,
+    ) -> torch.Tensor:
+        """32 random bits, (len(draws), *broadcast shape of rows and columns), for each draw and each (sample,
+        element) in rows x columns; element_hashes is hash32 of every column index."""
+        tables = torch.stack([hash32(element_hashes ^ _tag(stream, draw)) for draw in draws])
+        element_parts = tables.index_select(1, columns.flatten()).view(len(draws), *columns.shape)
+        return hash32(self._states.take(rows) ^ element_parts)
+
+    @staticmethod
+    def _uniform24(bits: torch.Tensor) -> torch.Tensor:
+        # (b + 0.5) / 2**24 rounds to 1 for the largest b in float32 (ties to even), hence the clamp.
+        return (bits >> 8).to(torch.float32).add_(0.5).mul_(2.0**-24).clamp_(max=1 - 2.0**-24)
+
+    @staticmethod
+    def _uniform32(bits: torch.Tensor) -> torch.Tensor:
+        return bits.to(torch.float64).add_(0.5).mul_(2.0**-32)  # exact in float64, inside (0, 1)
+
+
+def _needed(keep: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The elements still to compute. On CPU, the `aligned` tensors where `keep` holds. On an accelerator all of
+    them unchanged, since finding those would make the host wait for the device: callers compute every element and
+    use the results where `keep` holds. Either way each element's result is the same."""
+    if keep.device.type != "cpu":
+        return aligned
+    index = keep.nonzero().squeeze(1)
+    return tuple(t.index_select(0, index) for t in aligned)
+
+
+def _poisson_by_inversion(rate: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The smallest k with u ≤ CDF(k), walking a fixed number of terms; rate < 10, float64."""
+    pmf = torch.exp(-rate)
+    cdf = pmf.clone()
+    beyond = torch.empty((_INVERSION_TERMS, *rate.shape), dtype=torch.bool, device=rate.device)
+    for k in range(_INVERSION_TERMS):
+        torch.gt(u, cdf, out=beyond[k])
+        pmf.mul_(rate).div_(float(k + 1))
+        cdf += pmf
+    return beyond.sum(0, dtype=torch.float64)
+
+
+def _ptrs_round(rate: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of PTRS (Hörmann 1993, "The transformed rejection method for generating Poisson random variables",
+    as in NumPy's random_poisson_ptrs) for rate ≥ 10: the proposed count and whether it is accepted."""
+    b = 0.931 + 2.53 * rate.sqrt()
+    a = -0.059 + 0.02483 * b
+    u = u - 0.5
+    us = 0.5 - u.abs()
+    count = torch.addcdiv(b, a, us, value=2).mul_(u).add_(rate).add_(0.43).floor_()
+    accepted = (us >= 0.07) & (v <= 0.9277 - 3.6224 / (b - 2))
+    # log(v / alpha / (a / us² + b)) ≤ log(λ^k e^-λ / k!), with one log on each side
+    inverse_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    log_acceptance = torch.log(v * inverse_alpha / torch.addcdiv(b, a, us * us))
+    log_target = count * rate.log() - rate - torch.lgamma(count + 1)
+    accepted |= (count >= 0) & ((us >= 0.013) | (v <= us)) & (log_acceptance <= log_target)
+    return count, accepted

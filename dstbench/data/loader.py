@@ -1,0 +1,196 @@
+"""Splits of uint8 images and the batches a trainer or evaluator reads from them.
+
+`TensorImages` holds a whole split as one (N, C, H, W) uint8 tensor. When it sits on the GPU, an epoch costs one
+host-to-device copy of the epoch's random numbers; cropping and flipping run batched on the device.
+`StreamImages` reads a split that does not fit (ImageNet) through a `DataLoader` with worker processes.
+Both yield `Batch`es whose `ids` identify each sample across subsets, so corruptions are seeded per sample.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # uint8 (B, C, H, W) on the device
+    labels: torch.Tensor  # int64 (B,)
+    ids: torch.Tensor  # int64 (B,): the sample's index in the full split
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: random crop after zero padding, and random horizontal flip."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+
+
+class ImageData(abc.ABC):
+    """One split of a dataset."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def labels(self) -> torch.Tensor:
+        """int64 (N,) on the CPU."""
+
+    @abc.abstractmethod
+    def subset(self, positions: torch.Tensor) -> ImageData:
+        """The samples at these positions, keeping their ids."""
+
+    @abc.abstractmethod
+    def batches(
+        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        """One pass. `train` shuffles with `generator` (a CPU generator) and augments; otherwise in order."""
+
+    def num_batches(self, batch_size: int, *, train: bool) -> int:
+        full, rest = divmod(len(self), batch_size)
+        # A training batch of one sample breaks batch norm, so it is dropped.
+        return full + (rest > (1 if train else 0))
+
+
+class TensorImages(ImageData):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        augment: Augment | None = None,
+        ids: torch.Tensor | None = None,
+    ):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self._labels = labels.to(torch.int64)
+        self.augment = augment or Augment()
+        self.ids = torch.arange(len(images)) if ids is None else ids
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels.cpu()
+
+    def subset(self, positions: torch.Tensor) -> TensorImages:
+        positions = positions.to(self.images.device)
+        return TensorImages(
+            self.images[positions], self._labels[positions], augment=self.augment, ids=self.ids[positions]
+        )
+
+    def to(self, device: torch.device) -> TensorImages:
+        return TensorImages(
+            self.images.to(device), self._labels.to(device), augment=self.augment, ids=self.ids.to(device)
+        )
+
+    def batches(
+        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        n = len(self)
+        pin = device.type == "cuda" and self.images.device.type == "cpu"
+        aug = self.augment if train else Augment()
+        if train:
+            # All of the epoch's random numbers, drawn on the CPU so runs and resumes agree bit for bit.
+            order = torch.randperm(n, generator=generator)
+            offsets = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator)
+            flips = torch.rand(n, generator=generator) < 0.5 if aug.hflip else torch.zeros(n, dtype=torch.bool)
+            offsets, flips = offsets.to(device, non_blocking=True), flips.to(device, non_blocking=True)
+        else:
+            order = torch.arange(n)
+        order = order.to(self.images.device, non_blocking=True)
+        for b in range(self.num_batches(batch_size, train=train)):
+            sel = order[b * batch_size : (b + 1) * batch_size]
+            images, labels, ids = self.images[sel], self._labels[sel], self.ids[sel]
+            if pin:
+                images, labels, ids = images.pin_memory(), labels.pin_memory(), ids.pin_memory()
+            images = images.to(device, non_blocking=True)
+            labels, ids = labels.to(device, non_blocking=True), ids.to(device, non_blocking=True)
+            if aug.crop_padding or aug.hflip:
+                span = slice(b * batch_size, b * batch_size + len(images))
+                images = crop_and_flip(images, aug.crop_padding, offsets[span], flips[span])
+            yield Batch(images, labels, ids)
+
+
+def crop_and_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Per-sample random crop of the zero-padded batch and horizontal flip, as one gather.
+
+    `offsets` (B, 2) are the crop's top-left corner in the padded image, in [0, 2 * padding]. The result is
+    (B, C, H, W) in channels-last memory order, which is what the convolutions want on the GPU.
+    """
+    b, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4) if padding else images
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    # Advanced indices around a slice put their dims first: (B, H, W, C).
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class _Indexed(Dataset):
+    """Adds the sample's index to what a map-style dataset returns."""
+
+    def __init__(self, dataset: Dataset, ids: torch.Tensor):
+        self.dataset, self.ids = dataset, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        image, label = self.dataset[int(self.ids[i])]
+        return image, label, int(self.ids[i])
+
+
+class StreamImages(ImageData):
+    """A split read sample by sample. `dataset[i]` returns (uint8 (C, H, W) tensor, label), already augmented
+    for training splits (random crops of variable-size photos need the full image, so they happen in workers)."""
+
+    def __init__(self, dataset: Dataset, labels: torch.Tensor, *, workers: int = 8, ids: torch.Tensor | None = None):
+        self.dataset = dataset
+        self._labels = labels.to(torch.int64)
+        self.workers = workers
+        self.ids = torch.arange(len(labels)) if ids is None else ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels
+
+    def subset(self, positions: torch.Tensor) -> StreamImages:
+        return StreamImages(self.dataset, self._labels[positions], workers=self.workers, ids=self.ids[positions])
+
+    def batches(
+        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+    ) -> Iterator[Batch]:
+        loader = DataLoader(
+            _Indexed(self.dataset, self.ids),
+            batch_size=batch_size,
+            shuffle=train,
+            generator=generator,
+            num_workers=self.workers,
+            pin_memory=device.type == "cuda",
+            drop_last=False,
+            persistent_workers=False,
+        )
+        for b, (images, labels, ids) in enumerate(loader):
+            if b == self.num_batches(batch_size, train=train):
+                break
+            yield Batch(
+                images.to(device, non_blocking=True),
+                labels.to(device, non_blocking=True),
+                ids.to(device, non_blocking=True),
+            )

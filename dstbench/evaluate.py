@@ -1,0 +1,93 @@
+"""Clean and corrupted accuracy of a model, and the robustness metrics derived from them.
+
+Batches stream through corruption and model on the device; correct counts accumulate there and are read once
+at the end. Each test batch is loaded once and corrupted for every (corruption, severity) cell in turn, so data
+that streams from disk is decoded once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import fmean
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from dstbench.corruption import SampleRNG
+from dstbench.errors import UserError
+from dstbench.train import model_input
+
+if TYPE_CHECKING:
+    from dstbench.corruption import CorruptionSuite
+    from dstbench.data import ImageData
+    from dstbench.report import Reporter
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    clean_acc: float  # percent
+    corruption_acc: dict[str, dict[int, float]]  # corruption -> severity -> percent
+    num_samples: int
+
+    @property
+    def mpc(self) -> float:
+        """Mean accuracy over every (corruption, severity) cell: RobustBench's corruptions_acc."""
+        return fmean(acc for row in self.corruption_acc.values() for acc in row.values())
+
+    @property
+    def rpc(self) -> float:
+        return self.mpc / self.clean_acc if self.clean_acc else 0.0
+
+    def mce(self, baseline: dict[str, dict[int, float]]) -> float:
+        """Mean corruption error relative to a baseline's accuracies (Hendrycks & Dietterich), in percent:
+        the mean over corruptions of Σ_s error / Σ_s baseline error."""
+        ratios = []
+        for corruption, row in self.corruption_acc.items():
+            base = baseline.get(corruption, {})
+            if set(base) != set(row):
+                raise UserError(
+                    f"the baseline has no results for {corruption} at severities {sorted(set(row) - set(base))}; "
+                    "mCE needs the same corruptions and severities"
+                )
+            base_error = sum(100 - base[s] for s in row)
+            if base_error <= 0:
+                raise UserError(f"the baseline makes no errors on {corruption}; mCE is undefined")
+            ratios.append(sum(100 - acc for acc in row.values()) / base_error)
+        return 100 * fmean(ratios)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: ImageData,
+    suite: CorruptionSuite,
+    corruptions: tuple[str, ...],
+    severities: tuple[int, ...],
+    *,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    bf16: bool,
+    channels_last: bool,
+    reporter: Reporter,
+) -> EvalResult:
+    model.eval()
+    cells = [(c, s) for c in corruptions for s in severities]
+    correct = torch.zeros(1 + len(cells), dtype=torch.int64, device=device)
+    with reporter.task(f"evaluating on {suite.name}", total=len(data) * (1 + len(cells))) as task:
+        for batch in data.batches(batch_size, device, train=False):
+            for i, cell in enumerate([None, *cells]):
+                images = batch.images
+                if cell is not None:
+                    rng = SampleRNG.for_samples(seed, suite.name, *cell, ids=batch.ids)
+                    images = suite.corrupt(images, *cell, rng)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(model_input(images, channels_last))
+                correct[i] += (logits.argmax(1) == batch.labels).sum()
+            task.advance(len(batch.ids) * (1 + len(cells)))
+    accuracy = (100 * correct.double() / len(data)).tolist()
+    grid: dict[str, dict[int, float]] = {c: {} for c in corruptions}
+    for (corruption, severity), acc in zip(cells, accuracy[1:], strict=True):
+        grid[corruption][severity] = acc
+    return EvalResult(accuracy[0], grid, len(data))

@@ -1,0 +1,290 @@
+"""One run, start to finish: data → model → train → evaluate → entry.json.
+
+Everything that can be wrong with the user's input (names, values, data, checkpoint) is found before the run
+directory is created or touched. A run directory holds:
+  checkpoint.pt  training state after the last finished epoch (removed once training is done)
+  model.pt       the trained model, its masks, config and training record
+  entry.json     the leaderboard entry, written last
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from dstbench import checkpoint, sparse
+from dstbench.config import RunConfig, resolve_device
+from dstbench.data import DataSplits, LoadRequest, TensorImages
+from dstbench.entry import (
+    AlgorithmInfo,
+    CheckpointInfo,
+    Entry,
+    EnvironmentInfo,
+    EvaluationInfo,
+    LayerInfo,
+    SparsityInfo,
+    TrainingInfo,
+    validate_file,
+    violations,
+)
+from dstbench.errors import UserError
+from dstbench.evaluate import EvalResult, evaluate
+from dstbench.models import Classifier, ModelRequest
+from dstbench.train import Run, TrainResult, resolve_precision
+
+if TYPE_CHECKING:
+    from dstbench.data import ImageData
+    from dstbench.plugins import Plugins
+    from dstbench.report import Reporter
+
+DEVICE_MEMORY_FRACTION = 0.5  # a split goes to the GPU when it takes at most this share of the free memory
+SUBSET_SEED = 0  # --max-*-samples subsets are the same for every run seed
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def entry(self) -> Path:
+        return self.path / "entry.json"
+
+    def has_run(self) -> bool:
+        return any(p.exists() for p in (self.checkpoint, self.model, self.entry))
+
+
+def cache_dir() -> Path:
+    from dstbench.data.sources import default_data_root
+
+    return default_data_root() / ".cache"
+
+
+def load_data(cfg: RunConfig, plugins: Plugins, reporter: Reporter, device: torch.device) -> DataSplits:
+    spec = plugins.registry.dataset(cfg.dataset)
+    request = LoadRequest(
+        Path(cfg.data_dir).expanduser() if cfg.data_dir else None, cfg.download, cache_dir(), reporter
+    )
+    splits = spec.load(request)
+    train, test = splits.train, splits.test
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        train = train.subset(_subset(len(train), cfg.max_train_samples))
+    if cfg.max_test_samples and cfg.max_test_samples < len(test):
+        test = test.subset(_subset(len(test), cfg.max_test_samples))
+    for split in (train, test):
+        if hasattr(split, "workers"):
+            split.workers = cfg.workers
+    return DataSplits(place_on_device(train, device), place_on_device(test, device), splits.classes)
+
+
+def _subset(n: int, k: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))[:k].sort().values
+
+
+def place_on_device(data: ImageData, device: torch.device) -> ImageData:
+    """Move a tensor split onto the GPU when it fits; otherwise batches are copied from pinned host memory."""
+    if not isinstance(data, TensorImages) or device.type != "cuda":
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.to(device) if data.images.nbytes <= DEVICE_MEMORY_FRACTION * free else data
+
+
+def build_model(cfg: RunConfig, plugins: Plugins, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    registry = plugins.registry
+    dataset = registry.dataset(cfg.dataset)
+    spec, variant = registry.model(cfg.model)
+    torch.manual_seed(cfg.seed)
+    net = spec.build(ModelRequest(dataset.num_classes, dataset.channels, dataset.image_size, variant))
+    model = Classifier(net, dataset.mean, dataset.std).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+
+
+def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
+    registry = plugins.registry
+    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("runs") / cfg.run_id)
+    if cfg.resume and not run_dir.has_run():
+        raise UserError(f"nothing to resume in {run_dir.path}: it holds no checkpoint.pt, model.pt or entry.json")
+    if not cfg.resume and run_dir.has_run():
+        raise UserError(f"{run_dir.path} already holds a run; pass --resume to continue it, or choose another --out")
+    if cfg.resume and run_dir.entry.exists():
+        raise UserError(f"the run in {run_dir.path} is complete; its results are in {run_dir.entry}")
+    device = resolve_device(cfg.device)
+    channels_last = use_channels_last(cfg, device)
+    finished = checkpoint.load_model(run_dir.model, cfg) if cfg.resume and run_dir.model.exists() else None
+    state = checkpoint.load_training(run_dir.checkpoint, cfg) if cfg.resume and not finished else None
+
+    data = load_data(cfg, plugins, reporter, device)
+    model = build_model(cfg, plugins, device, channels_last)
+    algorithm = registry.algorithm(cfg.algo).from_config(cfg)
+    trainer = registry.trainer(cfg.trainer)()
+    optimizer = trainer.build_optimizer(cfg, model)
+    steps_per_epoch = data.train.num_batches(cfg.batch_size, train=True)
+    if steps_per_epoch == 0:
+        raise UserError(f"the training set has {len(data.train)} samples; a run needs at least 2")
+    run = Run(
+        config=cfg,
+        model=model,
+        optimizer=optimizer,
+        scheduler=trainer.build_scheduler(cfg, optimizer, steps_per_epoch),
+        algorithm=algorithm,
+        train_data=data.train,
+        device=device,
+        hooks=plugins,
+        reporter=reporter,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        channels_last=channels_last,
+        checkpoint_path=run_dir.checkpoint,
+    )
+
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    if finished:
+        model.load_state_dict(finished["model"])
+        algorithm.load_state_dict(finished["algorithm"])
+        result = TrainResult.from_dict(finished["training"])
+        reporter.info(f"training already finished; evaluating {run_dir.model}")
+    else:
+        if state:
+            checkpoint.restore_training(run, state)
+            reporter.info(f"resuming {run_dir.path} after epoch {run.epoch}/{cfg.epochs}")
+        else:
+            algorithm.setup(run)
+        plugins.register(algorithm, name=f"algorithm:{cfg.algo}")
+        try:
+            result = trainer.fit(run)
+        finally:
+            plugins.unregister(algorithm)
+        checkpoint.save_model(run_dir.model, cfg, model, algorithm.state_dict(), {"training": result.to_dict()})
+        run_dir.checkpoint.unlink(missing_ok=True)
+
+    evaluation = evaluate_model(cfg, plugins, model, data.test, device, channels_last, reporter)
+    entry = make_entry(cfg, plugins, model, algorithm, result, evaluation, run_dir.model, device, run)
+    write_entry(run_dir.entry, entry)
+    return entry
+
+
+def evaluate_model(
+    cfg: RunConfig,
+    plugins: Plugins,
+    model: torch.nn.Module,
+    test: ImageData,
+    device: torch.device,
+    channels_last: bool,
+    reporter: Reporter,
+) -> tuple[EvalResult, float | None]:
+    """The suite's grid on the test split, and mCE against --baseline when one is given."""
+    suite = plugins.registry.suite(cfg.suite)
+    corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
+    result = evaluate(
+        model,
+        test,
+        suite,
+        corruptions,
+        severities,
+        device=device,
+        batch_size=cfg.eval_batch_size,
+        seed=cfg.corruption_seed,
+        bf16=resolve_precision(cfg.precision, device) == "bf16",
+        channels_last=channels_last,
+        reporter=reporter,
+    )
+    mce = result.mce(read_baseline(cfg.baseline)) if cfg.baseline else None
+    return result, mce
+
+
+def read_baseline(path: str) -> dict[str, dict[int, float]]:
+    import json
+
+    file = Path(path)
+    problems = validate_file(file)
+    if problems:
+        raise UserError(f"--baseline {file} is not a valid entry: {problems[0]}")
+    grid = json.loads(file.read_text())["corruptions"]
+    return {c: {int(s): acc for s, acc in row.items()} for c, row in grid.items()}
+
+
+def make_entry(
+    cfg: RunConfig,
+    plugins: Plugins,
+    model: torch.nn.Module,
+    algorithm,
+    result: TrainResult,
+    evaluation: tuple[EvalResult, float | None],
+    model_path: Path,
+    device: torch.device,
+    run: Run | None,
+) -> Entry:
+    registry = plugins.registry
+    grid, mce = evaluation
+    algo_reg = registry.entries["algorithm"][cfg.algo]
+    layers = sparse.measure(model)
+    suite = registry.suite(cfg.suite)
+    corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
+    entry = Entry(
+        run_id=cfg.run_id,
+        dataset=cfg.dataset,
+        model=cfg.model,
+        suite=cfg.suite,
+        seed=cfg.seed,
+        algorithm=AlgorithmInfo(cfg.algo, algorithm.params(), algo_reg.plugin, algo_reg.version),
+        sparsity=SparsityInfo(
+            target=cfg.sparsity,
+            achieved=sparse.achieved_sparsity(layers),
+            distribution=algorithm.distribution,
+            layers=[LayerInfo(l.name, list(l.shape), l.nonzeros, l.numel, l.density) for l in layers],
+        ),
+        clean_acc=grid.clean_acc,
+        corruptions_acc=grid.mpc,
+        rpc=grid.rpc,
+        corruptions_mce=mce,
+        corruptions={c: {str(s): acc for s, acc in row.items()} for c, row in grid.corruption_acc.items()},
+        evaluation=EvaluationInfo(
+            cfg.suite, list(corruptions), list(severities), cfg.corruption_seed, grid.num_samples, cfg.baseline
+        ),
+        training=TrainingInfo(
+            trainer=cfg.trainer,
+            epochs=result.epochs,
+            steps=result.steps,
+            batch_size=cfg.batch_size,
+            train_samples=result.train_samples,
+            wall_time_s=result.wall_time_s,
+            images_per_s=result.images_per_s,
+            device=_device_name(device),
+            precision=resolve_precision(cfg.precision, device),
+            history=[vars(s) for s in result.history],
+        ),
+        environment=EnvironmentInfo.current(),
+        checkpoint=CheckpointInfo(model_path.name, checkpoint.sha256(model_path)),
+        config=cfg.to_dict(),
+    )
+    entry.extensions = plugins.entry_fields(entry, run)
+    return entry
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_entry(path: Path, entry: Entry) -> None:
+    data = entry.to_dict()
+    problems = violations(data)
+    if problems:  # a bug in dstbench or a plugin, not the user's input
+        raise RuntimeError(f"the entry dstbench built breaks its own schema: {'; '.join(problems[:5])}")
+    checkpoint.write_json(path, data)

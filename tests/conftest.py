@@ -1,0 +1,52 @@
+import os
+
+# Tests never touch the network: without these, Hugging Face look-ups retry for about 45 s.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def plugins():
+    from dstbench.plugins import Plugins
+
+    return Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+
+
+@pytest.fixture
+def quiet():
+    from dstbench.report import PlainReporter
+
+    return PlainReporter(quiet=True)
+
+
+def run_config(plugins, tmp_path, **flags):
+    """A resolved config for a small, fast digits run."""
+    from dstbench.config import resolve
+
+    base = {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.1,
+        "max_test_samples": 100,
+        "severities": "1,5",
+        "device": "cpu",
+        "out": str(tmp_path / "run"),
+        "quiet": True,
+    }
+    return resolve({**base, **flags}, None, plugins.registry)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, plugins):
+    """A complete small run: its directory holds model.pt and entry.json."""
+    from dstbench.report import PlainReporter
+    from dstbench.runner import execute
+
+    cfg = run_config(plugins, tmp_path_factory.mktemp("finished"))
+    execute(cfg, plugins, PlainReporter(quiet=True))
+    return cfg

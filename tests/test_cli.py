@@ -1,0 +1,127 @@
+"""The command line, end to end through real subprocesses and through click's runner."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dstbench.cli import build_cli
+
+SMALL = [
+    "--epochs",
+    "1",
+    "--max-train-samples",
+    "200",
+    "--max-test-samples",
+    "60",
+    "--severities",
+    "3",
+    "--device",
+    "cpu",
+]
+
+
+def dstbench(*args, cwd=None):
+    env = {**os.environ, "DSTBENCH_PLUGINS": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "dstbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_run_end_to_end(tmp_path):
+    result = dstbench("run", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    entry_path = tmp_path / "runs" / "digits-digits-cnn-dense-seed0" / "entry.json"
+    assert f"entry: {entry_path.relative_to(tmp_path)}" in result.stdout
+    assert "gaussian_noise" in result.stdout and "mPC" in result.stdout
+    assert "epoch 1/1" in result.stderr  # no TTY: plain progress lines
+    validate = dstbench("leaderboard", "validate", entry_path)
+    assert validate.returncode == 0 and validate.stdout.strip().endswith(": ok")
+
+    evaluated = dstbench("eval", entry_path.parent, "--severities", "1", "--entry", tmp_path / "sev1.json", "--quiet")
+    assert evaluated.returncode == 0, evaluated.stderr
+    sev1 = json.loads((tmp_path / "sev1.json").read_text())
+    original = json.loads(entry_path.read_text())
+    assert sev1["evaluation"]["severities"] == [1] and sev1["clean_acc"] == original["clean_acc"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--algo", "nope"], "unknown algorithm 'nope'; choose from: dense"),
+        (["run", "--sparsity", "1.5"], "--sparsity must be in [0, 1), got 1.5"),
+        (["run", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["run", "--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], "cifar10"),
+        (["run", "--config", "{tmp}/missing.toml"], "config file"),
+        (["eval", "{tmp}/missing-run"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = dstbench(*args, "--out", tmp_path / "out", cwd=tmp_path) if args[0] == "run" else dstbench(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def cli(plugins):
+    return build_cli(plugins)
+
+
+def test_run_help_shows_examples_and_every_setting(cli):
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    for text in (
+        "Examples:",
+        "dstbench run --epochs",
+        "--sparsity S",
+        "--config",
+        "--algo-opt KEY=VALUE",
+        "--severities S",
+        "--resume",
+        "--device DEV",
+    ):
+        assert text in result.output
+
+
+def test_list_shows_each_kind_with_its_plugin(cli):
+    result = CliRunner().invoke(cli, ["list", "--json"])
+    assert result.exit_code == 0
+    listing = json.loads(result.output)
+    assert set(listing) == {"algorithm", "model", "dataset", "suite", "trainer"}
+    digits = next(row for row in listing["dataset"] if row["name"] == "digits")
+    assert digits["plugin"] == "datasets" and digits["from"].startswith("dstbench ")
+    assert CliRunner().invoke(cli, ["list"]).exit_code == 0
+
+
+def test_plugins_lists_hooks(cli):
+    result = CliRunner().invoke(cli, ["plugins", "--json"])
+    infos = {info["name"]: info for info in json.loads(result.output)}
+    assert infos["dense"]["hooks"] == ["register_algorithms"] and infos["dense"]["builtin"]
+
+
+def test_leaderboard_validate_reports_json_paths(cli, finished_run, tmp_path):
+    entry = json.loads((Path(finished_run.out) / "entry.json").read_text())
+    entry["training"]["epochs"] = -1
+    entry["corruptions"]["gaussian_noise"]["1"] = "97.5"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(entry))
+    nan = tmp_path / "nan.json"
+    nan.write_text(json.dumps(entry).replace('"97.5"', "NaN"))
+    result = CliRunner().invoke(cli, ["leaderboard", "validate", str(bad), str(nan)])
+    assert result.exit_code == 1
+    assert f"{bad}: $.corruptions.gaussian_noise.1: '97.5' is not of type 'number'" in result.output
+    assert f"{bad}: $.training.epochs: -1 is less than the minimum of 1" in result.output
+    assert f"{nan}: $: not readable JSON (NaN is not allowed)" in result.output

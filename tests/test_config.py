@@ -1,0 +1,93 @@
+import pytest
+
+from dstbench.config import RunConfig, parse_values, resolve
+from dstbench.errors import UserError
+
+
+def _resolve(plugins, flags=None, toml=None, tmp_path=None):
+    path = None
+    if toml is not None:
+        path = tmp_path / "run.toml"
+        path.write_text(toml)
+    return resolve(flags or {}, path, plugins.registry)
+
+
+def test_layers_defaults_recipe_file_flags(plugins, tmp_path):
+    cfg = _resolve(plugins)
+    recipe = plugins.registry.dataset("digits").recipe
+    assert cfg.model == recipe["model"] and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
+    assert cfg.momentum == RunConfig.momentum  # not in the recipe: the global default
+    assert cfg.trainer == "image" and cfg.algo == "dense" and cfg.sparsity == 0.0
+    cfg = _resolve(plugins, {"epochs": "7"}, 'epochs = 3\nlr = 0.01\nseverities = "2-4"\n', tmp_path)
+    assert cfg.epochs == 7 and cfg.lr == 0.01 and cfg.severities == (2, 3, 4)
+
+
+def test_toml_run_table_and_algo_options_table(plugins, tmp_path):
+    cfg = _resolve(plugins, None, '[run]\nseed = 4\ncorruptions = ["gaussian_noise"]\n', tmp_path)
+    assert cfg.seed == 4 and cfg.corruptions == ("gaussian_noise",)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"algo": "rgl"}, "unknown algorithm 'rgl'"),
+        ({"model": "resnet-18"}, "unknown model 'resnet-18'"),
+        ({"dataset": "cifar11"}, "did you mean 'cifar10'?"),
+        ({"suite": "nope"}, "unknown suite 'nope'"),
+        ({"trainer": "nope"}, "unknown trainer 'nope'"),
+        ({"sparsity": "1.0"}, "--sparsity must be in [0, 1)"),
+        ({"sparsity": "-0.1"}, "--sparsity must be in [0, 1)"),
+        ({"sparsity": "0.3"}, "algorithm 'dense' trains all weights"),
+        ({"epochs": "0"}, "--epochs must be at least 1"),
+        ({"epochs": "-3"}, "--epochs must be at least 1"),
+        ({"epochs": "ten"}, "bad value for 'epochs'"),
+        ({"lr": "0"}, "--lr must be positive"),
+        ({"optimizer": "lion"}, "unknown optimizer 'lion'; choose from: sgd, adamw"),
+        ({"schedule": "linear"}, "unknown schedule 'linear'"),
+        ({"severities": "0,1"}, "severit"),
+        ({"severities": "1-9"}, "severit"),
+        ({"corruptions": "fog"}, "fog"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"algo_options": ("drop=0.3",)}, "algorithm 'dense' has no option 'drop'"),
+        ({"algo_options": ("drop",)}, "is not KEY=VALUE"),
+        ({"warmup_epochs": "30"}, "--warmup-epochs must be in [0, epochs)"),
+    ],
+)
+def test_bad_values_are_one_line_errors(plugins, flags, message):
+    with pytest.raises(UserError) as info:
+        _resolve(plugins, flags)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_without_cuda_is_an_error(plugins, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="CUDA is not available"):
+        _resolve(plugins, {"device": "cuda"})
+
+
+def test_bad_config_files(plugins, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        resolve({}, tmp_path / "missing.toml", plugins.registry)
+    with pytest.raises(UserError, match="cannot read config file"):
+        _resolve(plugins, None, "epochs = = 3", tmp_path)
+    with pytest.raises(UserError, match="unknown setting 'epoch'; valid settings: dataset"):
+        _resolve(plugins, None, "epoch = 3", tmp_path)
+    with pytest.raises(UserError, match="bad value for 'epochs': 'ten'"):
+        _resolve(plugins, None, 'epochs = "ten"', tmp_path)
+    with pytest.raises(UserError, match="bad value for 'epochs': 2.5"):
+        _resolve(plugins, None, "epochs = 2.5", tmp_path)
+
+
+def test_values_parse_from_strings_and_typed_toml():
+    assert parse_values({"milestones": "0.3, 0.6"}, "x") == {"milestones": (0.3, 0.6)}
+    assert parse_values({"milestones": [0.3, 0.6]}, "x") == {"milestones": (0.3, 0.6)}
+    assert parse_values({"nesterov": "yes", "channels-last": False}, "x") == {"nesterov": True, "channels_last": False}
+    assert parse_values({"algo_options": ["a=1", "b = x"]}, "x") == {"algo_options": {"a": "1", "b": "x"}}
+    assert parse_values({"seed": None}, "x") == {}
+
+
+def test_run_id_names_the_run(plugins):
+    assert _resolve(plugins, {"seed": "3"}).run_id == "digits-digits-cnn-dense-seed3"

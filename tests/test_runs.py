@@ -1,0 +1,133 @@
+"""Whole runs in process: determinism, resume after an interruption, checkpoints, divergence."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_config
+
+from dstbench import checkpoint
+from dstbench.entry import validate_file
+from dstbench.errors import UserError
+from dstbench.hookspecs import hookimpl
+from dstbench.plugins import Plugins
+from dstbench.report import PlainReporter
+from dstbench.runner import RunDir, execute
+from dstbench.train import TrainingDiverged
+
+QUIET = PlainReporter(quiet=True)
+METRICS = ("clean_acc", "corruptions_acc", "rpc", "corruptions")
+
+
+def _metrics(entry):
+    data = entry.to_dict()
+    return {k: data[k] for k in METRICS}, data["training"]["history"], data["sparsity"]
+
+
+def test_finished_run_writes_a_valid_entry_and_model(finished_run):
+    run_dir = RunDir(__import__("pathlib").Path(finished_run.out))
+    assert validate_file(run_dir.entry) == []
+    assert not run_dir.checkpoint.exists()  # training state is dropped once the model is saved
+    entry = json.loads(run_dir.entry.read_text())
+    assert entry["checkpoint"]["sha256"] == checkpoint.sha256(run_dir.model)
+    assert entry["clean_acc"] > 50 and entry["training"]["epochs"] == 2
+    assert set(entry["corruptions"]) == {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"}
+    assert all(set(row) == {"1", "5"} for row in entry["corruptions"].values())
+    assert entry["sparsity"]["achieved"] == pytest.approx(0.0, abs=1e-3)
+    assert entry["evaluation"]["test_samples"] == 100 and entry["training"]["train_samples"] == 1347
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(plugins, tmp_path, finished_run):
+    first = json.loads((__import__("pathlib").Path(finished_run.out) / "entry.json").read_text())
+    again = execute(run_config(plugins, tmp_path / "a"), plugins, QUIET).to_dict()
+    assert {k: again[k] for k in METRICS} == {k: first[k] for k in METRICS}
+    assert [h["loss"] for h in again["training"]["history"]] == [h["loss"] for h in first["training"]["history"]]
+    other = execute(run_config(plugins, tmp_path / "b", seed=1), plugins, QUIET).to_dict()
+    assert [h["loss"] for h in other["training"]["history"]] != [h["loss"] for h in first["training"]["history"]]
+
+
+class StopAfter:
+    """Interrupts training after the given epoch, as Ctrl-C would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    @hookimpl
+    def on_epoch_end(self, run, stats):
+        if stats.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_gives_identical_results(tmp_path):
+    plain = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+    uninterrupted = execute(run_config(plain, tmp_path / "full", epochs=3), plain, QUIET)
+
+    stopping = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"stop": StopAfter(2)})
+    cfg = run_config(stopping, tmp_path / "cut", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, stopping, QUIET)
+    run_dir = RunDir(tmp_path / "cut" / "run")
+    state = torch.load(run_dir.checkpoint, weights_only=True)
+    assert state["epoch"] == 1 and not run_dir.entry.exists()  # epoch 2 was interrupted before its checkpoint
+
+    resumed = execute(run_config(plain, tmp_path / "cut", epochs=3, resume="true"), plain, QUIET)
+    assert _metrics(resumed)[0] == _metrics(uninterrupted)[0]
+    losses = [h["loss"] for h in resumed.to_dict()["training"]["history"]]
+    assert losses == [h["loss"] for h in uninterrupted.to_dict()["training"]["history"]]
+    assert resumed.training.steps == uninterrupted.training.steps
+
+
+def test_resume_after_training_only_evaluates(plugins, tmp_path):
+    cfg = run_config(plugins, tmp_path)
+    first = execute(cfg, plugins, QUIET)
+    RunDir(tmp_path / "run").entry.unlink()  # as if the process died during evaluation
+    again = execute(run_config(plugins, tmp_path, resume="true"), plugins, QUIET)
+    assert _metrics(again)[0] == _metrics(first)[0]
+
+
+def test_run_directory_rules(plugins, tmp_path, finished_run):
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        execute(finished_run, plugins, QUIET)
+    with pytest.raises(UserError, match="is complete"):
+        execute(run_config(plugins, tmp_path, out=finished_run.out, resume="true"), plugins, QUIET)
+    with pytest.raises(UserError, match="nothing to resume"):
+        execute(run_config(plugins, tmp_path, resume="true"), plugins, QUIET)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_and_mismatched_checkpoints_are_refused(plugins, tmp_path):
+    stopping = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"stop": StopAfter(2)})
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_config(stopping, tmp_path, epochs=3), stopping, QUIET)
+    ckpt = RunDir(tmp_path / "run").checkpoint
+    with pytest.raises(UserError, match=r"other settings: epochs=3 \(now 4\)"):
+        execute(run_config(plugins, tmp_path, epochs=4, resume="true"), plugins, QUIET)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or not a dstbench checkpoint"):
+        execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
+    ckpt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="corrupt or not a dstbench checkpoint"):
+        execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(plugins, tmp_path):
+    class PoisonInSecondEpoch:
+        @hookimpl
+        def on_step_end(self, run):
+            if run.epoch == 1:
+                with torch.no_grad():
+                    next(run.model.parameters()).fill_(float("nan"))
+
+    poisoned = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"poison": PoisonInSecondEpoch()})
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*last good checkpoint \(epoch 1\)"):
+        execute(run_config(poisoned, tmp_path, epochs=3), poisoned, QUIET)
+    state = torch.load(RunDir(tmp_path / "run").checkpoint, weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bf16_and_channels_last_paths_run_on_cpu(plugins, tmp_path):
+    entry = execute(run_config(plugins, tmp_path, precision="bf16", channels_last="true"), plugins, QUIET)
+    assert entry.training.precision == "bf16"
+    assert entry.clean_acc > 50
