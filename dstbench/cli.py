@@ -82,9 +82,15 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
     plugins = _plugins(ctx)
     cfg = config.resolve(_given(flags), config_file, plugins.registry)
     reporter = make_reporter(cfg.quiet)
-    entry = runner.execute(cfg, plugins, reporter)
+    out = runner.run_dir_of(cfg)
+    try:
+        entry = runner.execute(cfg, plugins, reporter)
+    except KeyboardInterrupt:
+        error = click.ClickException(f"interrupted; continue with: dstbench run --out {out.path} --resume")
+        error.exit_code = 130
+        raise error from None
     reporter.result(tables.results(entry.to_dict()))
-    reporter.result(f"entry: {Path(cfg.out or Path('runs') / cfg.run_id) / 'entry.json'}")
+    reporter.result(f"entry: {out.entry}")
 
 
 EVAL_OPTIONS = [

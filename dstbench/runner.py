@@ -64,6 +64,10 @@ class RunDir:
         return any(p.exists() for p in (self.checkpoint, self.model, self.entry))
 
 
+def run_dir_of(cfg: RunConfig) -> RunDir:
+    return RunDir(Path(cfg.out) if cfg.out else Path("runs") / cfg.run_id)
+
+
 def cache_dir() -> Path:
     from dstbench.data.sources import default_data_root
 
@@ -115,7 +119,7 @@ def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
 
 def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
     registry = plugins.registry
-    run_dir = RunDir(Path(cfg.out) if cfg.out else Path("runs") / cfg.run_id)
+    run_dir = run_dir_of(cfg)
     if cfg.resume and not run_dir.has_run():
         raise UserError(f"nothing to resume in {run_dir.path}: it holds no checkpoint.pt, model.pt or entry.json")
     if not cfg.resume and run_dir.has_run():

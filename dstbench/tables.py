@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from dstbench.plugins import Plugins
@@ -16,14 +18,15 @@ def _acc_style(acc: float, clean: float) -> str:
     return "green" if ratio >= 0.9 else "yellow" if ratio >= 0.5 else "red"
 
 
-def results(entry: dict[str, Any]) -> Table:
-    """The corruption × severity grid of an entry, with row means and the summary metrics in the caption."""
+def results(entry: dict[str, Any]) -> Group:
+    """The corruption × severity grid of an entry with row means, and a line of the summary metrics."""
     severities = entry["evaluation"]["severities"]
     clean = entry["clean_acc"]
-    title = f"{entry['dataset']} · {entry['model']} · {entry['algorithm']['name']}"
+    algorithm = entry["algorithm"]["name"]
     if entry["sparsity"]["target"]:
-        title += f" {entry['sparsity']['target']:.0%} sparse"
-    table = Table(title=f"{title} · seed {entry['seed']} · {entry['suite']}", title_justify="left")
+        algorithm += f" {entry['sparsity']['target']:.0%} sparse"
+    title = f"{entry['dataset']} · {entry['model']} · {algorithm} · seed {entry['seed']} · {entry['suite']}"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("corruption")
     for s in severities:
         table.add_column(f"sev {s}", justify="right")
@@ -33,12 +36,11 @@ def results(entry: dict[str, Any]) -> Table:
         cells = [f"[{_acc_style(a, clean)}]{a:.2f}[/]" for a in accs]
         table.add_row(name, *cells, f"{sum(accs) / len(accs):.2f}")
     mce = entry["corruptions_mce"]
-    table.caption = (
+    summary = (
         f"clean [bold]{clean:.2f}%[/]   mPC [bold]{entry['corruptions_acc']:.2f}%[/]   rPC {entry['rpc']:.3f}   "
         f"mCE {'—' if mce is None else f'{mce:.1f}%'}   sparsity {entry['sparsity']['achieved']:.1%} achieved"
     )
-    table.caption_justify = "left"
-    return table
+    return Group(table, Text.from_markup(summary))
 
 
 def _extra_columns(kind: str, obj: Any) -> dict[str, str]:

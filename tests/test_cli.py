@@ -2,11 +2,13 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from dstbench.cli import build_cli
@@ -63,9 +65,12 @@ def test_run_end_to_end(tmp_path):
         (["run", "--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], "cifar10"),
         (["run", "--config", "{tmp}/missing.toml"], "config file"),
         (["eval", "{tmp}/missing-run"], "does not exist"),
+        (["eval", "{tmp}/junk.pt"], "corrupt or not a dstbench checkpoint"),
+        (["run", "--device", "cuda"] if not torch.cuda.is_available() else ["run", "--device", "cuda:99"], "--device"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "junk.pt").write_bytes(b"PK\x03\x04 not really a zip")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = dstbench(*args, "--out", tmp_path / "out", cwd=tmp_path) if args[0] == "run" else dstbench(*args)
     assert result.returncode == 2, result.stderr
@@ -125,3 +130,31 @@ def test_leaderboard_validate_reports_json_paths(cli, finished_run, tmp_path):
     assert f"{bad}: $.corruptions.gaussian_noise.1: '97.5' is not of type 'number'" in result.output
     assert f"{bad}: $.training.epochs: -1 is less than the minimum of 1" in result.output
     assert f"{nan}: $: not readable JSON (NaN is not allowed)" in result.output
+
+
+def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--epochs", "6", "--severities", "1", "--device", "cpu", "--out", out]
+    env = {**os.environ, "DSTBENCH_PLUGINS": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dstbench", *map(str, args)],
+        stderr=subprocess.PIPE,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("epoch 2/6"):
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    assert proc.wait(timeout=60) == 130
+    assert lines[-1].strip() == f"Error: interrupted; continue with: dstbench run --out {out} --resume"
+    assert "Traceback" not in "".join(lines)
+    resumed = dstbench(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    entry = json.loads((out / "entry.json").read_text())
+    assert [h["epoch"] for h in entry["training"]["history"]] == [1, 2, 3, 4, 5, 6]

@@ -16,9 +16,26 @@ if not DEBIAN_DIR.exists() and not os.environ.get("CI"):  # CI installs the pack
 def test_train_and_evaluate_on_real_fashion_mnist(tmp_path):
     out = tmp_path / "run"
     result = dstbench(
-        "run", "--dataset", "fashion-mnist", "--model", "digits-cnn", "--epochs", "2", "--batch-size", "64",
-        "--max-train-samples", "8000", "--max-test-samples", "1000", "--severities", "1,3,5", "--device", "cpu",
-        "--out", out, "--quiet",
+        "run",
+        "--dataset",
+        "fashion-mnist",
+        "--model",
+        "digits-cnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--max-train-samples",
+        "8000",
+        "--max-test-samples",
+        "1000",
+        "--severities",
+        "1,3,5",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     entry = json.loads((out / "entry.json").read_text())

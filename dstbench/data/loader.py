@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from dstbench.errors import UserError
+
 
 class Batch(NamedTuple):
     images: torch.Tensor  # uint8 (B, C, H, W) on the device
@@ -186,11 +188,16 @@ class StreamImages(ImageData):
             drop_last=False,
             persistent_workers=False,
         )
-        for b, (images, labels, ids) in enumerate(loader):
-            if b == self.num_batches(batch_size, train=train):
-                break
-            yield Batch(
-                images.to(device, non_blocking=True),
-                labels.to(device, non_blocking=True),
-                ids.to(device, non_blocking=True),
-            )
+        try:
+            for b, (images, labels, ids) in enumerate(loader):
+                if b == self.num_batches(batch_size, train=train):
+                    break
+                yield Batch(
+                    images.to(device, non_blocking=True),
+                    labels.to(device, non_blocking=True),
+                    ids.to(device, non_blocking=True),
+                )
+        except UserError as exc:
+            # A worker's exception comes back with the worker's traceback in its message; keep the one-line message.
+            last_line = str(exc).strip().splitlines()[-1]
+            raise UserError(last_line.removeprefix(f"{UserError.__module__}.UserError: ")) from None
