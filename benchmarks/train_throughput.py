@@ -15,21 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import torch
+from common import device_name, fit, sync, synthetic_data
 
 from dstbench.config import resolve, resolve_device
-from dstbench.data import Augment, TensorImages
 from dstbench.plugins import Plugins
-from dstbench.report import PlainReporter
-from dstbench.runner import build_model, place_on_device, use_channels_last
-from dstbench.train import Run, model_input, resolve_precision
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from dstbench.runner import build_model, use_channels_last
+from dstbench.train import model_input, resolve_precision
 
 
 def _config(args, plugins):
@@ -63,47 +56,17 @@ def ceiling(cfg, plugins, device, steps: int) -> float:
 
     for _ in range(max(3, steps // 10)):
         step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
 def pipeline(cfg, plugins, device, n_images: int) -> float:
-    registry = plugins.registry
-    trainer = registry.trainer(cfg.trainer)()
-    channels_last = use_channels_last(cfg, device)
-    g = torch.Generator().manual_seed(0)
-    data = place_on_device(
-        TensorImages(
-            torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=g),
-            torch.randint(0, 10, (n_images,), generator=g),
-            augment=Augment(crop_padding=4, hflip=True),
-        ),
-        device,
-    )
-    cfg = replace(cfg, epochs=2)
-    model = build_model(cfg, plugins, device, channels_last)
-    optimizer = trainer.build_optimizer(cfg, model)
-    algorithm = registry.algorithm(cfg.algo).from_config(cfg)
-    run = Run(
-        config=cfg,
-        model=model,
-        optimizer=optimizer,
-        scheduler=trainer.build_scheduler(cfg, optimizer, data.num_batches(cfg.batch_size, train=True)),
-        algorithm=algorithm,
-        train_data=data,
-        device=device,
-        hooks=plugins,
-        reporter=PlainReporter(quiet=True),
-        generator=torch.Generator().manual_seed(0),
-        channels_last=channels_last,
-    )
-    algorithm.setup(run)
-    result = trainer.fit(run)  # epoch 1 warms up (cuDNN autotuning, allocator); epoch 2 is the measurement
-    return result.history[-1].images_per_s
+    # epoch 1 warms up (cuDNN autotuning, the allocator); epoch 2 is the measurement
+    return fit(cfg, plugins, device, synthetic_data(n_images, 32, device), epochs=2).history[-1].images_per_s
 
 
 def main() -> None:
@@ -121,9 +84,8 @@ def main() -> None:
     device = resolve_device(cfg.device)
     top = ceiling(cfg, plugins, device, args.steps)
     real = pipeline(cfg, plugins, device, args.images)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     results = {
-        "device": name,
+        "device": device_name(device),
         "model": cfg.model,
         "batch_size": cfg.batch_size,
         "precision": resolve_precision(cfg.precision, device),

@@ -1,8 +1,9 @@
 """The small interface every sparsity algorithm implements; the trainer knows algorithms only through it.
 
-One `Algorithm` object lives for one run. The trainer calls `setup` on a fresh run (or `load_state_dict` on a
-resumed one), then registers the object as a plugin for the run's duration, so the lifecycle hooks it implements
-with `@hookimpl` (`on_step_end`, `on_epoch_end`, ... from `dstbench.hookspecs`) fire during training.
+One `Algorithm` object lives for one run. The trainer calls `setup` once the model and optimizer exist (with the
+saved state on a resumed run), then registers the object as a plugin for the run's duration, so the lifecycle
+hooks it implements with `@hookimpl` (`on_step_end`, `on_epoch_end`, ... from `dstbench.hookspecs`) fire during
+training.
 """
 
 from __future__ import annotations
@@ -70,15 +71,13 @@ class Algorithm:
         except ValueError as exc:  # an Options.__post_init__ range check
             raise UserError(f"algorithm '{cls.name}': {exc}") from None
 
-    def setup(self, run: Run) -> None:
-        """Prepare a fresh run, e.g. draw the initial masks and zero the masked weights."""
+    def setup(self, run: Run, state: Mapping[str, Any] | None = None) -> None:
+        """Bind to the run's model and optimizer: on a fresh run (`state` None) draw the initial masks and zero
+        the masked weights; on a resumed one restore what `state_dict` returned."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the run (masks, counters), as tensors and plain values."""
+        """Everything needed to continue the run (masks, counters, generator), as tensors and plain values."""
         return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` returned, on a resumed run."""
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters recorded in the leaderboard entry."""

@@ -115,7 +115,6 @@ def restore_training(run: Run, state: dict[str, Any]) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.algorithm.load_state_dict(state["algorithm"])
     run.epoch, run.step = state["epoch"], state["step"]
     run.history = [EpochStats(**s) for s in state["history"]]
     torch.set_rng_state(state["rng"]["torch"])

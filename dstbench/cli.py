@@ -12,6 +12,7 @@ import click
 from dstbench import __version__
 from dstbench.config import FIELDS
 from dstbench.errors import PluginError, UserError
+from dstbench.options import config_options, given
 from dstbench.plugins import Plugins, get_plugins
 from dstbench.report import make_reporter
 
@@ -39,34 +40,6 @@ class DstbenchGroup(click.Group):
             raise error from None
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def config_options(names: list[str]):
-    """click options for these RunConfig fields; every default is None, meaning 'not given'."""
-
-    def decorate(command):
-        for name in reversed(names):
-            meta = FIELDS[name].metadata
-            if name == "algo_options":
-                option = click.option(
-                    "--algo-opt", "algo_options", multiple=True, metavar=meta["metavar"], help=meta["help"]
-                )
-            elif "bool" in str(FIELDS[name].type):
-                option = click.option(f"{_flag(name)}/--no-{_flag(name)[2:]}", name, default=None, help=meta["help"])
-            else:
-                option = click.option(_flag(name), name, default=None, metavar=meta["metavar"], help=meta["help"])
-            command = option(command)
-        return command
-
-    return decorate
-
-
-def _given(values: dict) -> dict:
-    return {k: v for k, v in values.items() if v is not None and v != ()}
-
-
 def _plugins(ctx: click.Context) -> Plugins:
     return ctx.find_root().obj
 
@@ -80,7 +53,7 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
     from dstbench import config, runner, tables
 
     plugins = _plugins(ctx)
-    cfg = config.resolve(_given(flags), config_file, plugins.registry)
+    cfg = config.resolve(given(flags), config_file, plugins.registry)
     reporter = make_reporter(cfg.quiet)
     out = runner.run_dir_of(cfg)
     try:
@@ -89,6 +62,8 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
         error = click.ClickException(f"interrupted; continue with: dstbench run --out {out.path} --resume")
         error.exit_code = 130
         raise error from None
+    if entry is None:  # a torch.distributed process other than rank 0
+        return
     reporter.result(tables.results(entry.to_dict()))
     reporter.result(f"entry: {out.entry}")
 
@@ -135,14 +110,13 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
     plugins = _plugins(ctx)
     model_path = path / "model.pt" if path.is_dir() else path
     saved = checkpoint.load_model(model_path)
-    cfg = config.resolve({**saved["config"], "out": None, "resume": False, **_given(flags)}, None, plugins.registry)
+    cfg = config.resolve({**saved["config"], "out": None, "resume": False, **given(flags)}, None, plugins.registry)
     reporter = make_reporter(cfg.quiet)
     device = config.resolve_device(cfg.device)
     channels_last = runner.use_channels_last(cfg, device)
     model = runner.build_model(cfg, plugins, device, channels_last)
     model.load_state_dict(saved["model"])
     algorithm = plugins.registry.algorithm(cfg.algo).from_config(cfg)
-    algorithm.load_state_dict(saved["algorithm"])
     test = runner.load_data(cfg, plugins, reporter, device).test
     evaluation = runner.evaluate_model(cfg, plugins, model, test, device, channels_last, reporter)
     result = TrainResult.from_dict(saved["training"])
@@ -233,7 +207,10 @@ def build_cli(loaded: Plugins) -> click.Group:
         """
         ctx.obj = loaded
 
-    for command in (run, eval_, list_, plugins, leaderboard):
+    from dstbench.sparse.command import masks
+    from dstbench.sweep import sweep
+
+    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep):
         cli.add_command(command)
     try:
         extra = loaded.registry.entries["command"].values()

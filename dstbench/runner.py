@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dstbench import checkpoint, sparse
 from dstbench.config import RunConfig, resolve_device
 from dstbench.data import DataSplits, LoadRequest, TensorImages
+from dstbench.distributed import Distributed
 from dstbench.entry import (
     AlgorithmInfo,
     CheckpointInfo,
@@ -33,6 +35,7 @@ from dstbench.entry import (
 from dstbench.errors import UserError
 from dstbench.evaluate import EvalResult, evaluate
 from dstbench.models import Classifier, ModelRequest
+from dstbench.report import PlainReporter
 from dstbench.train import Run, TrainResult, resolve_precision
 
 if TYPE_CHECKING:
@@ -117,7 +120,9 @@ def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
     return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
 
 
-def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
+def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | None:
+    """Train (or resume), evaluate and write the entry. Under torch.distributed every process trains, and rank 0
+    evaluates and returns the entry; the others return None."""
     registry = plugins.registry
     run_dir = run_dir_of(cfg)
     if cfg.resume and not run_dir.has_run():
@@ -126,7 +131,12 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
         raise UserError(f"{run_dir.path} already holds a run; pass --resume to continue it, or choose another --out")
     if cfg.resume and run_dir.entry.exists():
         raise UserError(f"the run in {run_dir.path} is complete; its results are in {run_dir.entry}")
-    device = resolve_device(cfg.device)
+    dist = Distributed.from_env()
+    if dist.enabled and cfg.batch_size % dist.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} processes")
+    device = dist.device(resolve_device(cfg.device))
+    dist.init(device)
+    reporter = reporter if dist.is_main else PlainReporter(quiet=True)
     channels_last = use_channels_last(cfg, device)
     finished = checkpoint.load_model(run_dir.model, cfg) if cfg.resume and run_dir.model.exists() else None
     state = checkpoint.load_training(run_dir.checkpoint, cfg) if cfg.resume and not finished else None
@@ -136,9 +146,9 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
     algorithm = registry.algorithm(cfg.algo).from_config(cfg)
     trainer = registry.trainer(cfg.trainer)()
     optimizer = trainer.build_optimizer(cfg, model)
-    steps_per_epoch = data.train.num_batches(cfg.batch_size, train=True)
+    steps_per_epoch = data.train.num_batches(cfg.batch_size, train=True, processes=dist.world_size)
     if steps_per_epoch == 0:
-        raise UserError(f"the training set has {len(data.train)} samples; a run needs at least 2")
+        raise UserError(f"the training set has {len(data.train)} samples, too few for one batch of {cfg.batch_size}")
     run = Run(
         config=cfg,
         model=model,
@@ -152,28 +162,31 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry:
         generator=torch.Generator().manual_seed(cfg.seed),
         channels_last=channels_last,
         checkpoint_path=run_dir.checkpoint,
+        dist=dist,
+        train_model=DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.enabled
+        else None,
     )
-
-    run_dir.path.mkdir(parents=True, exist_ok=True)
     if finished:
         model.load_state_dict(finished["model"])
-        algorithm.load_state_dict(finished["algorithm"])
         result = TrainResult.from_dict(finished["training"])
         reporter.info(f"training already finished; evaluating {run_dir.model}")
     else:
         if state:
             checkpoint.restore_training(run, state)
             reporter.info(f"resuming {run_dir.path} after epoch {run.epoch}/{cfg.epochs}")
-        else:
-            algorithm.setup(run)
+        algorithm.setup(run, state["algorithm"] if state else None)
+        run_dir.path.mkdir(parents=True, exist_ok=True)
         plugins.register(algorithm, name=f"algorithm:{cfg.algo}")
         try:
             result = trainer.fit(run)
         finally:
             plugins.unregister(algorithm)
-        checkpoint.save_model(run_dir.model, cfg, model, algorithm.state_dict(), {"training": result.to_dict()})
-        run_dir.checkpoint.unlink(missing_ok=True)
-
+        if dist.is_main:
+            checkpoint.save_model(run_dir.model, cfg, model, algorithm.state_dict(), {"training": result.to_dict()})
+            run_dir.checkpoint.unlink(missing_ok=True)
+    if not dist.is_main:
+        return None
     evaluation = evaluate_model(cfg, plugins, model, data.test, device, channels_last, reporter)
     entry = make_entry(cfg, plugins, model, algorithm, result, evaluation, run_dir.model, device, run)
     write_entry(run_dir.entry, entry)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dstbench.distributed import Distributed
 from dstbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -86,14 +87,19 @@ class Run:
     generator: torch.Generator  # data order and augmentation, on the CPU
     channels_last: bool = False
     checkpoint_path: Path | None = None
+    dist: Distributed = field(default_factory=Distributed)
+    train_model: nn.Module | None = None  # what the trainer calls: the model, or its DistributedDataParallel wrapper
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     loss: torch.Tensor | None = None  # the last step's loss, on the device
     history: list[EpochStats] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.train_model = self.train_model or self.model
+
     @property
     def steps_per_epoch(self) -> int:
-        return self.train_data.num_batches(self.config.batch_size, train=True)
+        return self.train_data.num_batches(self.config.batch_size, train=True, processes=self.dist.world_size)
 
     @property
     def total_steps(self) -> int:
@@ -164,13 +170,13 @@ class Trainer:
         """The loss and the logits of one training batch."""
         x = model_input(batch.images, run.channels_last)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
-            logits = run.model(x)
+            logits = run.train_model(x)
         loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=run.config.label_smoothing)
         return loss, logits
 
     def fit(self, run: Run) -> TrainResult:
         cfg = run.config
-        images_per_epoch = min(len(run.train_data), run.steps_per_epoch * cfg.batch_size)
+        images_per_epoch = min(len(run.train_data), run.steps_per_epoch * cfg.batch_size) // run.dist.world_size
         run.hooks.run_start(run)
         remaining = images_per_epoch * (cfg.epochs - run.epoch)
         with run.reporter.task(f"epoch {run.epoch + 1}/{cfg.epochs}", total=remaining) as task:
@@ -184,10 +190,11 @@ class Trainer:
                     f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.2f}%  "
                     f"lr {stats.lr:.4g}  {stats.images_per_s:,.0f} img/s"
                 )
-                if run.checkpoint_path is not None:
+                if run.checkpoint_path is not None and run.dist.is_main:
                     from dstbench.checkpoint import save_training
 
                     save_training(run, run.checkpoint_path)
+                run.dist.barrier()
         result = _result(run)
         run.hooks.run_end(run, result)
         return result
@@ -198,7 +205,14 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.int64, device=run.device)
         seen = pending = 0
         start = last_report = time.perf_counter()
-        for batch in run.train_data.batches(run.config.batch_size, run.device, train=True, generator=run.generator):
+        batches = run.train_data.batches(
+            run.config.batch_size,
+            run.device,
+            train=True,
+            generator=run.generator,
+            shard=(run.dist.rank, run.dist.world_size),
+        )
+        for batch in batches:
             run.optimizer.zero_grad(set_to_none=True)
             loss, logits = self.forward(run, batch)
             loss.backward()
@@ -213,14 +227,22 @@ class Trainer:
             seen += n
             pending += n
             if time.perf_counter() - last_report > REPORT_INTERVAL_S:
-                mean_loss = self._check_finite(run, loss_sum.item() / seen)
+                mean_loss = loss_sum.item() / seen
+                if not run.dist.enabled:  # with several processes, all stop together at the epoch's end
+                    self._check_finite(run, mean_loss)
                 task.advance(pending, loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
                 pending, last_report = 0, time.perf_counter()
-        mean_loss = self._check_finite(run, loss_sum.item() / max(seen, 1))
-        accuracy = 100 * correct.item() / max(seen, 1)
+        totals = run.dist.sum(
+            torch.stack(
+                [loss_sum.double(), correct.double(), torch.tensor(seen, device=run.device, dtype=torch.float64)]
+            )
+        )
+        loss_total, correct_total, seen = totals.tolist()
+        mean_loss = self._check_finite(run, loss_total / max(seen, 1))
+        accuracy = 100 * correct_total / max(seen, 1)
         task.advance(pending, loss=f"{mean_loss:.4f}", acc=f"{accuracy:.2f}%")
         lr = run.optimizer.param_groups[0]["lr"]
-        return EpochStats(epoch + 1, mean_loss, accuracy, lr, time.perf_counter() - start, seen)
+        return EpochStats(epoch + 1, mean_loss, accuracy, lr, time.perf_counter() - start, int(seen))
 
     @staticmethod
     def _check_finite(run: Run, mean_loss: float) -> float:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dstbench.errors import UserError
 
@@ -51,12 +51,21 @@ class ImageData(abc.ABC):
 
     @abc.abstractmethod
     def batches(
-        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
-        """One pass. `train` shuffles with `generator` (a CPU generator) and augments; otherwise in order."""
+        """One pass. `train` shuffles with `generator` (a CPU generator) and augments; otherwise in order.
+        `shard` = (rank, processes): this process's share of every batch, for data-parallel training."""
 
-    def num_batches(self, batch_size: int, *, train: bool) -> int:
+    def num_batches(self, batch_size: int, *, train: bool, processes: int = 1) -> int:
         full, rest = divmod(len(self), batch_size)
+        if train and processes > 1:
+            return full  # every process must take the same number of steps, each with a share of every batch
         # A training batch of one sample breaks batch norm, so it is dropped.
         return full + (rest > (1 if train else 0))
 
@@ -98,9 +107,16 @@ class TensorImages(ImageData):
         )
 
     def batches(
-        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         n = len(self)
+        rank, processes = shard
         pin = device.type == "cuda" and self.images.device.type == "cpu"
         aug = self.augment if train else Augment()
         if train:
@@ -112,15 +128,18 @@ class TensorImages(ImageData):
         else:
             order = torch.arange(n)
         order = order.to(self.images.device, non_blocking=True)
-        for b in range(self.num_batches(batch_size, train=train)):
-            sel = order[b * batch_size : (b + 1) * batch_size]
+        share = batch_size // processes
+        for b in range(self.num_batches(batch_size, train=train, processes=processes)):
+            start = b * batch_size + rank * share
+            end = start + share if processes > 1 else (b + 1) * batch_size
+            sel = order[start:end]
             images, labels, ids = self.images[sel], self._labels[sel], self.ids[sel]
             if pin:
                 images, labels, ids = images.pin_memory(), labels.pin_memory(), ids.pin_memory()
             images = images.to(device, non_blocking=True)
             labels, ids = labels.to(device, non_blocking=True), ids.to(device, non_blocking=True)
             if aug.crop_padding or aug.hflip:
-                span = slice(b * batch_size, b * batch_size + len(images))
+                span = slice(start, start + len(images))
                 images = crop_and_flip(images, aug.crop_padding, offsets[span], flips[span])
             yield Batch(images, labels, ids)
 
@@ -176,13 +195,26 @@ class StreamImages(ImageData):
         return StreamImages(self.dataset, self._labels[positions], workers=self.workers, ids=self.ids[positions])
 
     def batches(
-        self, batch_size: int, device: torch.device, *, train: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
+        rank, processes = shard
+        indexed = _Indexed(self.dataset, self.ids)
+        sampler = None
+        if processes > 1:  # the same shuffled order in every process (one seed from the shared generator)
+            seed = int(torch.randint(2**31, (1,), generator=generator)) if train else 0
+            sampler = DistributedSampler(indexed, processes, rank, shuffle=train, seed=seed, drop_last=True)
         loader = DataLoader(
-            _Indexed(self.dataset, self.ids),
-            batch_size=batch_size,
-            shuffle=train,
-            generator=generator,
+            indexed,
+            batch_size=batch_size // processes,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            generator=generator if sampler is None else None,
             num_workers=self.workers,
             pin_memory=device.type == "cuda",
             drop_last=False,
@@ -190,7 +222,7 @@ class StreamImages(ImageData):
         )
         try:
             for b, (images, labels, ids) in enumerate(loader):
-                if b == self.num_batches(batch_size, train=train):
+                if b == self.num_batches(batch_size, train=train, processes=processes):
                     break
                 yield Batch(
                     images.to(device, non_blocking=True),

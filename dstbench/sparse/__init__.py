@@ -10,15 +10,17 @@ from torch import nn
 SPARSIFIABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def sparsifiable(model: nn.Module, *, dense_first: bool = False, dense_last: bool = False) -> dict[str, nn.Parameter]:
+def sparsifiable(model: nn.Module) -> dict[str, nn.Parameter]:
     """Conv and linear weights by name, in module order; biases and norm layers stay dense."""
-    weights = {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, SPARSIFIABLE)}
+    return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, SPARSIFIABLE)}
+
+
+def first_and_last(weights: dict[str, nn.Parameter], *, first: bool, last: bool) -> set[str]:
+    """The names of the first and/or last sparsifiable weight, the layers DST code bases often keep dense."""
     names = list(weights)
-    if dense_first and names:
-        del weights[names[0]]
-    if dense_last and len(names) > 1:
-        del weights[names[-1]]
-    return weights
+    if not names:
+        return set()
+    return ({names[0]} if first else set()) | ({names[-1]} if last else set())
 
 
 @dataclass(frozen=True)

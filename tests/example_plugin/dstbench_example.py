@@ -34,8 +34,14 @@ class RandomStatic(Algorithm):
     Options = RandomStaticOptions
     default_distribution = "uniform"
 
-    def setup(self, run):
-        weights = sparsifiable(run.model, dense_first=self.options.keep_first_dense)
+    def setup(self, run, state=None):
+        if state is not None:  # a resumed run
+            params = dict(run.model.named_parameters())
+            self.masks = {name: mask.to(params[name].device) for name, mask in state["masks"].items()}
+            return
+        weights = sparsifiable(run.model)
+        if self.options.keep_first_dense:
+            weights.pop(next(iter(weights)))
         generator = torch.Generator().manual_seed(run.config.seed)
         self.masks = {}
         for name, weight in weights.items():
@@ -58,9 +64,6 @@ class RandomStatic(Algorithm):
 
     def state_dict(self):
         return {"masks": {name: mask.cpu() for name, mask in self.masks.items()}}
-
-    def load_state_dict(self, state):
-        self.masks = dict(state["masks"])
 
 
 def _stripes(n: int, seed: int) -> TensorImages:

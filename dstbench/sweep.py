@@ -1,0 +1,608 @@
+"""`dstbench sweep`: the grid algorithm × sparsity × seed, run one after another or in parallel, then summarised.
+
+Every run gets its own directory, `<out>/runs/<run id>`, so a sweep that stops resumes where it stopped: a run
+with an entry.json is skipped, a run with a checkpoint or model is resumed. The summary compares each algorithm
+with dense training paired by seed, so a reader sees whether a gain is larger than the noise between seeds.
+
+`summarize` (entry dicts -> `Summary`) is a pure function; `summary_tables` and `plot` render its result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.markup import escape
+
+from dstbench import config
+from dstbench.config import EVAL, FIELDS, TRAIN, RunConfig
+from dstbench.errors import UserError
+from dstbench.options import config_options, given
+from dstbench.report import make_reporter
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from dstbench.plugins import Plugins
+    from dstbench.registry import Registry
+    from dstbench.report import Reporter
+
+GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")  # set per run by the sweep, not by its options
+CONFIDENCE = 0.95
+BASELINE = "dense"
+
+
+# --- the grid ----------------------------------------------------------------------------------------------------
+
+
+def _parse_list(text: str, option: str, parse: Callable[[str], Any], what: str) -> list:
+    """The values of a comma-separated option, in the order given."""
+    try:
+        values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option}: '{text}' is not a comma-separated list of {what}") from None
+    if not values:
+        raise UserError(f"{option} is empty; give a comma-separated list of {what}")
+    return values
+
+
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> seeds 0, 1, 2; '0,4,7' -> those seeds ('7,' for seed 7 alone)."""
+    seeds = _parse_list(text, "--seeds", config.parse_number(int), "seeds (or a count, e.g. 3)")
+    if "," in text:
+        return _unique(seeds)
+    if seeds[0] < 1:
+        raise UserError(f"--seeds must be a count of at least 1 or a list like 0,4,7; got {text}")
+    return list(range(seeds[0]))
+
+
+@dataclass(frozen=True)
+class Grid:
+    algos: list[str]
+    sparsities: list[float]
+    seeds: list[int]
+
+    @classmethod
+    def parse(cls, algos: str, sparsities: str, seeds: str) -> Grid:
+        return cls(
+            _unique(_parse_list(algos, "--algo", str, "algorithm names")),
+            _unique(_parse_list(sparsities, "--sparsity", config.parse_number(float), "numbers")),
+            parse_seeds(seeds),
+        )
+
+    def points(self, registry: Registry) -> list[tuple[str, float, int]]:
+        """(algorithm, sparsity, seed) for every run; an algorithm that is not sparse runs at sparsity 0 only."""
+        return [
+            (algo, sparsity, seed)
+            for algo in self.algos
+            for sparsity in (self.sparsities if registry.algorithm(algo).sparse else [0.0])
+            for seed in self.seeds
+        ]
+
+
+def _option_names(algorithm: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(algorithm.Options)}
+
+
+def _algo_options(flags: Mapping[str, Any], config_file: str | None) -> dict[str, Any]:
+    """--algo-opt values, else the config file's [algo_options] (as `config.resolve` layers them)."""
+    layers = [config.read_toml(config_file) if config_file else {}, config.parse_values(flags, "command line")]
+    return next((layer["algo_options"] for layer in reversed(layers) if "algo_options" in layer), {})
+
+
+def _options_by_algo(grid: Grid, options: dict[str, Any], registry: Registry) -> dict[str, dict[str, Any]]:
+    """Each algorithm gets the options it has, so `--algo dense,rigl --algo-opt drop_fraction=0.3` works."""
+    names = {algo: _option_names(registry.algorithm(algo)) for algo in grid.algos}
+    unknown = options.keys() - set().union(*names.values())
+    if unknown:
+        raise UserError(f"no algorithm of the sweep ({', '.join(grid.algos)}) has option '{sorted(unknown)[0]}'")
+    return {algo: {k: v for k, v in options.items() if k in names[algo]} for algo in grid.algos}
+
+
+def plan(
+    grid: Grid, flags: Mapping[str, Any], config_file: str | None, registry: Registry, out: str | None
+) -> tuple[Path, list[RunConfig]]:
+    """The sweep directory and every run's resolved config, each with its own run directory. Validates all."""
+    options = _options_by_algo(grid, _algo_options(flags, config_file), registry)
+    configs = [
+        config.resolve(
+            {**flags, "algo": algo, "sparsity": sparsity, "seed": seed, "algo_options": options[algo]},
+            config_file,
+            registry,
+        )
+        for algo, sparsity, seed in grid.points(registry)
+    ]
+    sweep_dir = Path(out) if out else Path("sweeps") / f"{configs[0].dataset}-{configs[0].model}"
+    return sweep_dir, [_in_sweep(cfg, sweep_dir) for cfg in configs]
+
+
+def _in_sweep(cfg: RunConfig, sweep_dir: Path) -> RunConfig:
+    """The run in its directory, resumed when it has started; an existing entry must have the same settings."""
+    from dstbench.runner import run_dir_of
+
+    cfg = dataclasses.replace(cfg, out=str(sweep_dir / "runs" / cfg.run_id))
+    run_dir = run_dir_of(cfg)
+    if run_dir.entry.exists():
+        _check_finished(cfg, run_dir.entry)
+    return dataclasses.replace(cfg, resume=run_dir.has_run() and not run_dir.entry.exists())
+
+
+def _check_finished(cfg: RunConfig, entry_path: Path) -> None:
+    saved = _read_entry(entry_path)["config"]
+    now = {**cfg.role_dict(TRAIN), **cfg.role_dict(EVAL)}
+    diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in now.items() if saved.get(k) != v]
+    if diff:
+        raise UserError(f"{entry_path} was written with other settings: {', '.join(diff)}; choose another --out")
+
+
+def _read_entry(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+
+
+# --- running -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    cfg: RunConfig
+    seconds: float
+    entry: dict[str, Any] | None = None
+    error: str | None = None  # one line, when the run failed
+
+
+def run_here(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Outcome:
+    """The run in this process; a UserError fails only this run."""
+    from dstbench.runner import execute
+
+    start = time.perf_counter()
+    try:
+        entry = execute(cfg, plugins, reporter).to_dict()
+    except UserError as exc:
+        return Outcome(cfg, time.perf_counter() - start, error=str(exc))
+    return Outcome(cfg, time.perf_counter() - start, entry=entry)
+
+
+def run_args(cfg: RunConfig) -> list[str]:
+    """`dstbench run` flags that resolve to `cfg` again."""
+    args = []
+    for name, value in cfg.to_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if name == "algo_options":
+            args += [f"--algo-opt={key}={option}" for key, option in value.items()]
+        elif isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            args.append(f"{flag}={','.join(map(str, value))}")
+        else:
+            args.append(f"{flag}={value}")
+    return args
+
+
+def run_subprocess(cfg: RunConfig, device: str, env: Mapping[str, str]) -> Outcome:
+    """The run as `python -m dstbench run` on `device`; a failure is the last line of its stderr."""
+    from dstbench.runner import run_dir_of
+
+    command = [sys.executable, "-m", "dstbench", "run", *run_args(dataclasses.replace(cfg, device=device, quiet=True))]
+    start = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        lines = done.stderr.strip().splitlines()
+        return Outcome(cfg, seconds, error=lines[-1] if lines else f"exit code {done.returncode}")
+    return Outcome(cfg, seconds, entry=_read_entry(run_dir_of(cfg).entry))
+
+
+def _environment(device: str, devices: list[str]) -> dict[str, str]:
+    """Parallel CPU runs share the cores rather than each taking all of them (unless OMP_NUM_THREADS is set)."""
+    if device != "cpu":
+        return dict(os.environ)
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // devices.count("cpu"))), **os.environ}
+
+
+def run_parallel(configs: list[RunConfig], devices: list[str]) -> Iterator[Outcome]:
+    """The runs in subprocesses, at most one per listed device at a time; outcomes in the order they finish."""
+    free: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for device in devices:
+        free.put(device)
+
+    def on_free_device(cfg: RunConfig) -> Outcome:
+        device = free.get()
+        try:
+            return run_subprocess(cfg, device, _environment(device, devices))
+        finally:
+            free.put(device)
+
+    pool = ThreadPoolExecutor(max_workers=len(devices))
+    try:
+        yield from (future.result() for future in as_completed([pool.submit(on_free_device, c) for c in configs]))
+    finally:
+        pool.shutdown(cancel_futures=True)  # on Ctrl-C: no new runs; the running ones stop on their own SIGINT
+
+
+def _label(cfg: RunConfig) -> str:
+    return f"{cfg.algo} s={cfg.sparsity:g} seed={cfg.seed}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+class Progress:
+    """One line per run: '[3/45] rigl s=0.3 seed=1  clean 93.10  mPC 85.20  (2m13s)'."""
+
+    def __init__(self, reporter: Reporter, total: int):
+        self.reporter, self.total, self.count = reporter, total, 0
+        self.failed: list[Outcome] = []
+
+    def _line(self, cfg: RunConfig, text: str) -> str:
+        self.count += 1
+        return escape(f"[{self.count}/{self.total}] {_label(cfg)}  {text}")
+
+    def skipped(self, cfg: RunConfig) -> None:
+        self.reporter.result(self._line(cfg, "skip (entry.json exists)"))
+
+    def finished(self, outcome: Outcome) -> None:
+        time_taken = _duration(outcome.seconds)
+        if outcome.entry is None:
+            self.failed.append(outcome)
+            self.reporter.warn(self._line(outcome.cfg, f"failed ({time_taken}): {outcome.error}"))
+            return
+        clean, mpc = outcome.entry["clean_acc"], outcome.entry["corruptions_acc"]
+        self.reporter.result(self._line(outcome.cfg, f"clean {clean:.2f}  mPC {mpc:.2f}  ({time_taken})"))
+
+
+# --- the summary -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None  # sample standard deviation (ddof=1); None for a single value
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        return cls(fmean(values), stdev(values) if len(values) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Mean difference to the baseline over the seeds both have, and its t interval (None below 2 seeds)."""
+
+    seeds: list[int]
+    mean: float
+    low: float | None
+    high: float | None
+    significant: bool  # the interval excludes 0
+
+    @classmethod
+    def paired(cls, values: Mapping[int, float], baseline: Mapping[int, float]) -> Difference | None:
+        seeds = sorted(values.keys() & baseline.keys())
+        if not seeds:
+            return None
+        diffs = [values[s] - baseline[s] for s in seeds]
+        mean = fmean(diffs)
+        if len(diffs) < 2:
+            return cls(seeds, mean, None, None, False)
+        from scipy.stats import t
+
+        half = float(t.ppf((1 + CONFIDENCE) / 2, len(diffs) - 1)) * stdev(diffs) / math.sqrt(len(diffs))
+        return cls(seeds, mean, mean - half, mean + half, not mean - half <= 0 <= mean + half)
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    run_id: str
+    dataset: str
+    model: str
+    suite: str
+    algorithm: str
+    sparsity: float  # the target
+    achieved_sparsity: float
+    seed: int
+    clean_acc: float
+    corruptions_acc: float  # mPC
+    rpc: float
+    corruptions_mce: float | None
+    wall_time_s: float
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> RunMetrics:
+        return cls(
+            run_id=entry["run_id"],
+            dataset=entry["dataset"],
+            model=entry["model"],
+            suite=entry["suite"],
+            algorithm=entry["algorithm"]["name"],
+            sparsity=entry["sparsity"]["target"],
+            achieved_sparsity=entry["sparsity"]["achieved"],
+            seed=entry["seed"],
+            clean_acc=entry["clean_acc"],
+            corruptions_acc=entry["corruptions_acc"],
+            rpc=entry["rpc"],
+            corruptions_mce=entry["corruptions_mce"],
+            wall_time_s=entry["training"]["wall_time_s"],
+        )
+
+    @property
+    def setting(self) -> tuple[str, str, str]:
+        return self.dataset, self.model, self.suite
+
+    @property
+    def group(self) -> tuple[str, str, str, str, float]:
+        return (*self.setting, self.algorithm, self.sparsity)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One algorithm at one sparsity, over its seeds, compared with the baseline of the same setting."""
+
+    dataset: str
+    model: str
+    suite: str
+    algorithm: str
+    sparsity: float
+    seeds: list[int]
+    clean_acc: Stat
+    corruptions_acc: Stat
+    rpc: Stat
+    clean_acc_vs_baseline: Difference | None
+    corruptions_acc_vs_baseline: Difference | None
+
+    @property
+    def setting(self) -> tuple[str, str, str]:
+        return self.dataset, self.model, self.suite
+
+
+@dataclass(frozen=True)
+class Summary:
+    baseline: str
+    confidence: float
+    rows: list[Row]
+    runs: list[RunMetrics]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(entries: Iterable[Mapping[str, Any]], baseline: str = BASELINE) -> Summary:
+    """Rows per dataset × model × suite × algorithm × sparsity, in the order they first appear."""
+    runs = [RunMetrics.of(entry) for entry in entries]
+    groups: dict[tuple, dict[int, RunMetrics]] = {}
+    for run in runs:
+        seeds = groups.setdefault(run.group, {})
+        if run.seed in seeds:
+            raise UserError(f"runs {seeds[run.seed].run_id} and {run.run_id} are the same algorithm, sparsity and seed")
+        seeds[run.seed] = run
+    baselines = {key[:3]: seeds for key, seeds in groups.items() if key[3] == baseline}
+    return Summary(baseline, CONFIDENCE, [_row(seeds, baselines, baseline) for seeds in groups.values()], runs)
+
+
+def _row(by_seed: dict[int, RunMetrics], baselines: dict[tuple, dict[int, RunMetrics]], baseline: str) -> Row:
+    first = next(iter(by_seed.values()))
+    reference = baselines.get(first.setting) if first.algorithm != baseline else None
+
+    def versus(metric: str) -> Difference | None:
+        if reference is None:
+            return None
+        values = {seed: getattr(run, metric) for seed, run in by_seed.items()}
+        return Difference.paired(values, {seed: getattr(run, metric) for seed, run in reference.items()})
+
+    return Row(
+        *first.group,
+        seeds=sorted(by_seed),
+        clean_acc=Stat.of([run.clean_acc for run in by_seed.values()]),
+        corruptions_acc=Stat.of([run.corruptions_acc for run in by_seed.values()]),
+        rpc=Stat.of([run.rpc for run in by_seed.values()]),
+        clean_acc_vs_baseline=versus("clean_acc"),
+        corruptions_acc_vs_baseline=versus("corruptions_acc"),
+    )
+
+
+def _settings(summary: Summary) -> dict[tuple[str, str, str], list[Row]]:
+    rows: dict[tuple[str, str, str], list[Row]] = {}
+    for row in summary.rows:
+        rows.setdefault(row.setting, []).append(row)
+    return rows
+
+
+def _stat_cell(stat: Stat) -> str:
+    return f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
+
+
+def _difference_cell(diff: Difference | None) -> str:
+    if diff is None:
+        return "—"
+    if diff.low is None:
+        return f"{diff.mean:+.2f} n/a"
+    text = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
+    return f"[bold {'green' if diff.mean > 0 else 'red'}]{text} *[/]" if diff.significant else text
+
+
+def summary_tables(summary: Summary) -> Group:
+    """A table per dataset × model × suite: accuracies over seeds and the paired difference to the baseline."""
+    from rich.console import Group
+    from rich.table import Table
+
+    caption = (
+        f"mean ± std over seeds; Δ: mean difference to {summary.baseline} paired by seed "
+        f"[{summary.confidence:.0%} t interval]; * the interval excludes 0"
+    )
+    tables = []
+    for setting, rows in _settings(summary).items():
+        table = Table(title=" · ".join(setting), title_justify="left", caption=caption, caption_justify="left")
+        for column in ("algorithm", "sparsity", "n", "clean", "mPC", "rPC", "Δ clean", "Δ mPC"):
+            table.add_column(column, justify="left" if column == "algorithm" else "right")
+        for row in rows:
+            table.add_row(
+                f"[bold cyan]{row.algorithm}[/]",
+                f"{row.sparsity:g}",
+                str(len(row.seeds)),
+                _stat_cell(row.clean_acc),
+                _stat_cell(row.corruptions_acc),
+                f"{row.rpc.mean:.3f}",
+                _difference_cell(row.clean_acc_vs_baseline),
+                _difference_cell(row.corruptions_acc_vs_baseline),
+            )
+        tables.append(table)
+    return Group(*tables)
+
+
+PANELS = (("corruptions_acc", "mPC (%)"), ("clean_acc", "clean accuracy (%)"))
+
+
+def plot(summary: Summary, path: Path) -> None:
+    """mPC and clean accuracy against sparsity: a line per algorithm with std error bars, the baseline as a band."""
+    from matplotlib.figure import Figure
+
+    from dstbench.checkpoint import atomic_write
+
+    settings = _settings(summary)
+    figure = Figure(figsize=(5 * len(PANELS), 4 * len(settings)), layout="constrained")
+    axes = figure.subplots(len(settings), len(PANELS), squeeze=False)
+    for panels, (setting, rows) in zip(axes, settings.items(), strict=True):
+        for ax, (metric, label) in zip(panels, PANELS, strict=True):
+            _plot_panel(ax, rows, metric, summary.baseline)
+            ax.set(title=" · ".join(setting), xlabel="sparsity", ylabel=label)
+            ax.legend()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+
+
+def _plot_panel(ax, rows: list[Row], metric: str, baseline: str) -> None:
+    for algorithm in dict.fromkeys(row.algorithm for row in rows):
+        points = sorted((row.sparsity, getattr(row, metric)) for row in rows if row.algorithm == algorithm)
+        stats = [stat for _, stat in points]
+        if algorithm == baseline:
+            mean, std = stats[0].mean, stats[0].std or 0.0
+            ax.axhspan(mean - std, mean + std, color="gray", alpha=0.2)
+            ax.axhline(mean, color="gray", linestyle="--", label=f"{algorithm} (mean ± std)")
+        else:
+            errors = [stat.std or 0.0 for stat in stats]
+            xs = [x for x, _ in points]
+            ax.errorbar(xs, [s.mean for s in stats], yerr=errors, marker="o", capsize=3, label=algorithm)
+
+
+def write_summary(summary: Summary, sweep_dir: Path, missing: list[str]) -> tuple[Path, Path]:
+    from dstbench.checkpoint import write_json
+
+    json_path, png_path = sweep_dir / "summary.json", sweep_dir / "summary.png"
+    write_json(json_path, {**summary.to_dict(), "missing": missing})
+    plot(summary, png_path)
+    return json_path, png_path
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+SWEEP_EXAMPLES = """
+\b
+Examples:
+  dstbench sweep --algo dense,static,set,rigl,mest --sparsity 0.1,0.3,0.5 --seeds 3
+  dstbench sweep --algo dense,rigl --seeds 0,4 --epochs 5 --severities 3,5
+  dstbench sweep --algo dense,rigl --dataset cifar10 --data-dir ~/data --devices cuda:0,cuda:1
+  dstbench sweep --algo dense,rigl --config recipe.toml --out sweeps/cifar   (run again to resume)
+"""
+
+
+def _devices(text: str | None) -> list[str]:
+    """Listed devices, repeats included: `cpu,cpu` runs two at a time."""
+    return _parse_list(text, "--devices", str, "devices") if text else []
+
+
+def _check_devices(devices: list[str], cfg: RunConfig) -> None:
+    for device in devices:
+        config.validate(dataclasses.replace(cfg, device=device))
+        config.resolve_device(device)
+
+
+@click.command(epilog=SWEEP_EXAMPLES)
+@click.option("--algo", "algos", required=True, metavar="A,A", help="Algorithms; a dense one runs at sparsity 0 only.")
+@click.option("--sparsity", "sparsities", default="0.1,0.3,0.5", show_default=True, metavar="S,S", help="Sparsities.")
+@click.option("--seeds", default="3", show_default=True, metavar="N|S,S", help="A count (seeds 0..N-1) or seeds.")
+@click.option("--out", metavar="DIR", help="Sweep directory; default: sweeps/<dataset>-<model>.")
+@click.option("--devices", metavar="D,D", help="Run in parallel subprocesses, one run per listed device at a time.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings (flags win).")
+@config_options([name for name in FIELDS if name not in GRID_FIELDS])
+@click.pass_context
+def sweep(
+    ctx: click.Context,
+    algos: str,
+    sparsities: str,
+    seeds: str,
+    out: str | None,
+    devices: str | None,
+    config_file: str | None,
+    **flags,
+) -> None:
+    """Train and evaluate every algorithm × sparsity × seed; print and save the comparison with dense training.
+
+    Every other `dstbench run` setting applies to every run. A run directory with an entry.json is skipped, one
+    with a checkpoint is resumed: run the same command again to continue an interrupted sweep. Writes
+    <out>/runs/<run id>/, <out>/summary.json and <out>/summary.png.
+    """
+    plugins: Plugins = ctx.find_root().obj
+    device_list = _devices(devices)
+    run_flags = {**given(flags), **({"device": device_list[0]} if len(device_list) == 1 else {})}
+    sweep_dir, configs = plan(Grid.parse(algos, sparsities, seeds), run_flags, config_file, plugins.registry, out)
+    _check_devices(device_list, configs[0])
+    reporter = make_reporter(configs[0].quiet)
+    try:
+        failed = _run_all(configs, device_list, plugins, reporter)
+    except KeyboardInterrupt:
+        error = click.ClickException("interrupted; run the same command again to continue the sweep")
+        error.exit_code = 130
+        raise error from None
+    _report(configs, sweep_dir, reporter)
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(configs)} runs failed; run the same command to retry them")
+
+
+def _run_all(configs: list[RunConfig], devices: list[str], plugins: Plugins, reporter: Reporter) -> list[Outcome]:
+    from dstbench.runner import run_dir_of
+
+    progress = Progress(reporter, len(configs))
+    todo = []
+    for cfg in configs:
+        if run_dir_of(cfg).entry.exists():
+            progress.skipped(cfg)
+        else:
+            todo.append(cfg)
+    outcomes = run_parallel(todo, devices) if len(devices) > 1 else (run_here(c, plugins, reporter) for c in todo)
+    for outcome in outcomes:
+        progress.finished(outcome)
+    return progress.failed
+
+
+def _report(configs: list[RunConfig], sweep_dir: Path, reporter: Reporter) -> None:
+    from dstbench.runner import run_dir_of
+
+    entry_paths = {cfg.run_id: run_dir_of(cfg).entry for cfg in configs}
+    missing = [run_id for run_id, path in entry_paths.items() if not path.exists()]
+    if len(missing) == len(configs):
+        return
+    summary = summarize(_read_entry(path) for path in entry_paths.values() if path.exists())
+    reporter.result(summary_tables(summary))
+    json_path, png_path = write_summary(summary, sweep_dir, missing)
+    reporter.result(f"summary: {json_path}  plot: {png_path}")

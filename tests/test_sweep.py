@@ -1,0 +1,275 @@
+"""`dstbench sweep`: the grid, up-front validation, skip and resume, the paired statistics, the outputs."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from statistics import fmean, stdev
+
+import pytest
+from click.testing import CliRunner
+from conftest import run_config
+from scipy.stats import t
+
+from dstbench.algorithm import Algorithm
+from dstbench.cli import build_cli, run
+from dstbench.config import FIELDS, RUNTIME, resolve
+from dstbench.errors import UserError
+from dstbench.hookspecs import hookimpl
+from dstbench.options import given
+from dstbench.plugins import Plugins
+from dstbench.sweep import Grid, parse_seeds, plan, run_args, summarize
+
+QUICK = [
+    "--epochs=1",
+    "--batch-size=32",
+    "--max-train-samples=200",
+    "--max-test-samples=60",
+    "--severities=1,5",
+    "--device=cpu",
+    "--quiet",
+]
+
+
+@dataclass(frozen=True)
+class BoostOptions:
+    boost: float = 1.0
+
+
+class FakeSparse(Algorithm):
+    name = "fake-sparse"  # trains like dense; its entries say sparse, which is all the summary needs
+    Options = BoostOptions
+
+
+class Failing(Algorithm):
+    name = "fake-failing"
+
+    def setup(self, run, state=None):
+        raise UserError("fake-failing cannot set up")
+
+
+class FakePlugin:
+    @hookimpl
+    def register_algorithms(self, register):
+        register(FakeSparse)
+        register(Failing)
+
+
+@pytest.fixture(scope="module")
+def fake_plugins():
+    return Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"fake": FakePlugin()})
+
+
+@pytest.fixture(scope="module")
+def cli(fake_plugins):
+    return build_cli(fake_plugins)
+
+
+def sweep(cli, out, *args):
+    return CliRunner().invoke(cli, ["sweep", *args, *QUICK, f"--out={out}"])
+
+
+# --- the grid ----------------------------------------------------------------------------------------------------
+
+
+def test_dense_runs_at_sparsity_0_only_and_seeds_are_a_count_or_a_list(fake_plugins):
+    grid = Grid.parse("dense,fake-sparse,dense", "0.1,0.3", "2")
+    assert grid.points(fake_plugins.registry) == [
+        ("dense", 0.0, 0),
+        ("dense", 0.0, 1),
+        ("fake-sparse", 0.1, 0),
+        ("fake-sparse", 0.1, 1),
+        ("fake-sparse", 0.3, 0),
+        ("fake-sparse", 0.3, 1),
+    ]
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("0,4") == [0, 4]
+    assert parse_seeds("7,") == [7]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algo=dense,nope"], "unknown algorithm 'nope'"),
+        (["--algo=fake-sparse", "--sparsity=0.1,1.2"], "--sparsity must be in [0, 1), got 1.2"),
+        (["--algo=dense", "--seeds=x"], "--seeds: 'x' is not a comma-separated list"),
+        (["--algo=dense", "--seeds=0"], "--seeds must be a count of at least 1"),
+        (["--algo=dense", "--algo-opt=nope=1"], "no algorithm of the sweep (dense) has option 'nope'"),
+        (["--algo=dense", "--devices=cpu,cuda:99"], "--device cuda:99"),
+    ],
+)
+def test_bad_values_fail_in_one_line_before_anything_runs(cli, tmp_path, args, message):
+    result = sweep(cli, tmp_path / "out", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_reads_a_config_file_and_gives_each_algorithm_only_its_options(fake_plugins, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('epochs = 3\nseed = 9\nseverities = "5"\n[algo_options]\nboost = 2.0\n')
+    grid = Grid.parse("dense,fake-sparse", "0.5", "1")
+    sweep_dir, configs = plan(grid, {"device": "cpu"}, str(recipe), fake_plugins.registry, None)
+    assert sweep_dir.as_posix() == "sweeps/digits-digits-cnn"
+    assert [(c.algo, c.sparsity, c.seed, c.algo_options) for c in configs] == [
+        ("dense", 0.0, 0, {}),
+        ("fake-sparse", 0.5, 0, {"boost": 2.0}),
+    ]
+    assert all(c.epochs == 3 and c.severities == (5,) and not c.resume for c in configs)
+    assert configs[1].out == f"sweeps/digits-digits-cnn/runs/{configs[1].run_id}"
+    assert not sweep_dir.exists()
+
+
+def test_run_args_resolve_to_the_same_config(plugins, tmp_path):
+    cfg = run_config(
+        plugins,
+        tmp_path,
+        schedule="multistep",
+        milestones="0.3,0.6",
+        nesterov=True,
+        channels_last=False,
+        corruptions="gaussian_noise,shot_noise",
+        label_smoothing=0.1,
+    )
+    params = run.make_context("run", run_args(cfg)).params
+    assert params.pop("config_file") is None
+    assert resolve(given(params), None, plugins.registry) == cfg
+
+
+# --- the statistics ----------------------------------------------------------------------------------------------
+
+
+def entry(algo, sparsity, seed, clean, mpc):
+    return {
+        "run_id": f"{algo}-s{sparsity}-seed{seed}",
+        "dataset": "digits",
+        "model": "digits-cnn",
+        "suite": "cifar-c-noise",
+        "algorithm": {"name": algo},
+        "sparsity": {"target": sparsity, "achieved": sparsity},
+        "seed": seed,
+        "clean_acc": clean,
+        "corruptions_acc": mpc,
+        "rpc": mpc / clean,
+        "corruptions_mce": None,
+        "training": {"wall_time_s": 1.0},
+    }
+
+
+def test_summary_means_std_and_differences_paired_by_seed():
+    entries = [
+        entry("dense", 0.0, 0, 90.0, 70.0),
+        entry("dense", 0.0, 1, 92.0, 71.0),
+        entry("dense", 0.0, 2, 91.0, 75.0),
+        entry("rigl", 0.5, 0, 91.0, 73.0),
+        entry("rigl", 0.5, 1, 92.5, 74.5),
+        entry("rigl", 0.5, 3, 80.0, 60.0),  # no dense seed 3: not paired
+        entry("rigl", 0.9, 1, 85.0, 65.0),
+    ]
+    summary = summarize(entries)
+    dense, rigl, single = summary.rows
+    assert (dense.algorithm, dense.seeds, dense.clean_acc.mean) == ("dense", [0, 1, 2], 91.0)
+    assert dense.clean_acc.std == pytest.approx(1.0)  # ddof=1
+    assert dense.clean_acc_vs_baseline is None
+    assert rigl.seeds == [0, 1, 3] and rigl.corruptions_acc.mean == pytest.approx(fmean([73.0, 74.5, 60.0]))
+    assert rigl.corruptions_acc.std == pytest.approx(stdev([73.0, 74.5, 60.0]))
+    assert rigl.rpc.mean == pytest.approx(fmean([73 / 91, 74.5 / 92.5, 60 / 80]))
+
+    diff = rigl.corruptions_acc_vs_baseline  # seeds 0 and 1: +3.0 and +3.5
+    half = t.ppf(0.975, 1) * stdev([3.0, 3.5]) / math.sqrt(2)
+    assert diff.seeds == [0, 1] and diff.mean == pytest.approx(3.25)
+    assert (diff.low, diff.high) == (pytest.approx(3.25 - half), pytest.approx(3.25 + half))
+    assert diff.significant == (diff.low > 0)
+    clean = rigl.clean_acc_vs_baseline  # +1.0 and +0.5
+    assert clean.mean == pytest.approx(0.75) and clean.low < 0 < clean.high and not clean.significant
+
+    assert single.seeds == [1] and single.clean_acc.std is None
+    assert single.clean_acc_vs_baseline.mean == pytest.approx(-7.0) and single.clean_acc_vs_baseline.low is None
+    assert [run.run_id for run in summary.runs] == [e["run_id"] for e in entries]
+    json.dumps(summary.to_dict(), allow_nan=False)
+
+
+def test_two_entries_of_one_run_are_an_error():
+    with pytest.raises(UserError, match="same algorithm, sparsity and seed"):
+        summarize([entry("dense", 0.0, 0, 90.0, 70.0), entry("dense", 0.0, 0, 91.0, 70.0)])
+
+
+# --- end to end --------------------------------------------------------------------------------------------------
+
+
+def _mtimes(out):
+    return {path.parent.name: path.stat().st_mtime_ns for path in (out / "runs").glob("*/entry.json")}
+
+
+def _rows(out):
+    return json.loads((out / "summary.json").read_text())["rows"]
+
+
+def test_sweep_writes_summary_skips_finished_runs_and_reruns_a_missing_one(cli, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--algo=dense,fake-sparse", "--sparsity=0.5", "--seeds=2"]
+    first = sweep(cli, out, *args)
+    assert first.exit_code == 0, first.output
+    assert "[4/4] fake-sparse s=0.5 seed=1  clean" in first.stdout and "mPC" in first.stdout
+    assert "Δ mPC" in first.stdout and "fake-sparse" in first.stdout
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["algorithm"], r["sparsity"], r["seeds"]) for r in summary["rows"]] == [
+        ("dense", 0.0, [0, 1]),
+        ("fake-sparse", 0.5, [0, 1]),
+    ]
+    assert summary["rows"][1]["corruptions_acc_vs_baseline"]["seeds"] == [0, 1]
+    assert len(summary["runs"]) == 4 and summary["missing"] == []
+    finished = _mtimes(out)
+
+    again = sweep(cli, out, *args)
+    assert again.exit_code == 0 and again.stdout.count("  skip (") == 4
+    assert _mtimes(out) == finished and _rows(out) == summary["rows"]
+
+    (out / "runs" / "digits-digits-cnn-fake-sparse-s0.5-seed0" / "entry.json").unlink()
+    rerun = sweep(cli, out, *args)
+    assert rerun.exit_code == 0 and rerun.stdout.count("  skip (") == 3
+    assert "fake-sparse s=0.5 seed=0  clean" in rerun.stdout
+    changed = {name for name, mtime in _mtimes(out).items() if finished[name] != mtime}
+    assert changed == {"digits-digits-cnn-fake-sparse-s0.5-seed0"}
+    assert _rows(out) == summary["rows"]
+
+
+def test_a_failing_run_is_reported_and_the_others_still_run(cli, tmp_path):
+    out = tmp_path / "sweep"
+    result = sweep(cli, out, "--algo=fake-failing,dense", "--sparsity=0.5", "--seeds=1")
+    assert result.exit_code == 1
+    assert "fake-failing s=0.5 seed=0  failed" in result.stderr and "fake-failing cannot set up" in result.stderr
+    assert "1 of 2 runs failed" in result.stderr
+    assert (out / "runs" / "digits-digits-cnn-dense-seed0" / "entry.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["missing"] == ["digits-digits-cnn-fake-failing-s0.5-seed0"]
+
+
+def test_sweep_command_in_subprocesses_sequential_and_parallel(tmp_path):
+    def dstbench_sweep(out, *extra):
+        args = "--algo=dense --seeds=2 --epochs=1 --max-train-samples=200 --max-test-samples=50 --severities=3".split()
+        command = [sys.executable, "-m", "dstbench", "sweep", *args, "--out", str(out), *extra]
+        env = {**os.environ, "DSTBENCH_PLUGINS": ""}
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+    here = dstbench_sweep(tmp_path / "here", "--device", "cpu")
+    assert here.returncode == 0, here.stderr
+    assert "[2/2] dense s=0 seed=1" in here.stdout and "Δ mPC" in here.stdout
+
+    parallel = dstbench_sweep(tmp_path / "parallel", "--devices", "cpu,cpu")
+    assert parallel.returncode == 0, parallel.stderr
+    for seed in (0, 1):
+        run_id = f"digits-digits-cnn-dense-seed{seed}"
+        a, b = (json.loads((tmp_path / d / "runs" / run_id / "entry.json").read_text()) for d in ("here", "parallel"))
+        assert _settings(b) == _settings(a)  # the subprocess ran with the settings the sweep resolved
+    threads = os.environ.get("OMP_NUM_THREADS") or max(1, os.cpu_count() // 2)  # two CPU runs share the cores
+    assert b["training"]["device"].endswith(f", {threads} threads)")
+
+
+def _settings(entry):
+    return {k: v for k, v in entry["config"].items() if FIELDS[k].metadata["role"] != RUNTIME}
