@@ -20,6 +20,8 @@ RUN_EXAMPLES = """
 \b
 Examples:
   dstbench run                                   dense training on the embedded digits (< 1 min on a laptop)
+  dstbench run --algo rigl --sparsity 0.3        RigL, 30% of the weights zero (ERK distribution)
+  dstbench run --algo set --sparsity 0.5 --algo-opt update_interval=200 --distribution uniform
   dstbench run --epochs 5 --severities 3,5       shorter training, evaluated at two severities
   dstbench run --dataset fashion-mnist --model digits-cnn --max-train-samples 10000
   dstbench run --dataset cifar10 --data-dir ~/data --model cifar-resnet18 --device cuda
