@@ -134,7 +134,8 @@ def test_leaderboard_validate_reports_json_paths(cli, finished_run, tmp_path):
 
 def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--epochs", "6", "--severities", "1", "--device", "cpu", "--out", out]
+    # small batches make epochs slow enough (about half a second) that the signal lands mid-run
+    args = ["run", "--epochs", "8", "--batch-size", "16", "--severities", "1", "--device", "cpu", "--out", out]
     env = {**os.environ, "DSTBENCH_PLUGINS": ""}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dstbench", *map(str, args)],
@@ -146,7 +147,7 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
     lines = []
     for line in proc.stderr:
         lines.append(line)
-        if line.startswith("epoch 2/6"):
+        if line.startswith("epoch 2/8"):
             proc.send_signal(signal.SIGINT)
             break
     lines += proc.stderr.readlines()
@@ -157,4 +158,4 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     entry = json.loads((out / "entry.json").read_text())
-    assert [h["epoch"] for h in entry["training"]["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [h["epoch"] for h in entry["training"]["history"]] == list(range(1, 9))
