@@ -51,6 +51,12 @@ class Distributed:
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
+    def shutdown(self) -> None:
+        """Wait for every process, then leave the process group (so none exits while another still talks)."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

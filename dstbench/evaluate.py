@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dstbench.corruption import SampleRNG
+from dstbench.distributed import Distributed
 from dstbench.errors import UserError
 from dstbench.train import model_input
 
@@ -71,12 +72,18 @@ def evaluate(
     bf16: bool,
     channels_last: bool,
     reporter: Reporter,
+    dist: Distributed | None = None,
 ) -> EvalResult:
+    """Accuracy on the clean data and on every (corruption, severity) cell. Under torch.distributed each process
+    evaluates every n-th sample and the counts are summed, so every process returns the same result."""
     model.eval()
+    dist = dist or Distributed()
+    total = len(data)
+    shard = data.subset(torch.arange(dist.rank, total, dist.world_size)) if dist.enabled else data
     cells = [(c, s) for c in corruptions for s in severities]
     correct = torch.zeros(1 + len(cells), dtype=torch.int64, device=device)
-    with reporter.task(f"evaluating on {suite.name}", total=len(data) * (1 + len(cells))) as task:
-        for batch in data.batches(batch_size, device, train=False):
+    with reporter.task(f"evaluating on {suite.name}", total=len(shard) * (1 + len(cells))) as task:
+        for batch in shard.batches(batch_size, device, train=False):
             for i, cell in enumerate([None, *cells]):
                 images = batch.images
                 if cell is not None:
@@ -86,8 +93,8 @@ def evaluate(
                     logits = model(model_input(images, channels_last))
                 correct[i] += (logits.argmax(1) == batch.labels).sum()
             task.advance(len(batch.ids) * (1 + len(cells)))
-    accuracy = (100 * correct.double() / len(data)).tolist()
+    accuracy = (100 * dist.sum(correct).double() / total).tolist()
     grid: dict[str, dict[int, float]] = {c: {} for c in corruptions}
     for (corruption, severity), acc in zip(cells, accuracy[1:], strict=True):
         grid[corruption][severity] = acc
-    return EvalResult(accuracy[0], grid, len(data))
+    return EvalResult(accuracy[0], grid, total)

@@ -185,11 +185,12 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
         if dist.is_main:
             checkpoint.save_model(run_dir.model, cfg, model, algorithm.state_dict(), {"training": result.to_dict()})
             run_dir.checkpoint.unlink(missing_ok=True)
-    if not dist.is_main:
-        return None
-    evaluation = evaluate_model(cfg, plugins, model, data.test, device, channels_last, reporter)
-    entry = make_entry(cfg, plugins, model, algorithm, result, evaluation, run_dir.model, device, run)
-    write_entry(run_dir.entry, entry)
+    evaluation = evaluate_model(cfg, plugins, model, data.test, device, channels_last, reporter, dist)
+    entry = None
+    if dist.is_main:
+        entry = make_entry(cfg, plugins, model, algorithm, result, evaluation, run_dir.model, device, run)
+        write_entry(run_dir.entry, entry)
+    dist.shutdown()
     return entry
 
 
@@ -201,6 +202,7 @@ def evaluate_model(
     device: torch.device,
     channels_last: bool,
     reporter: Reporter,
+    dist: Distributed | None = None,
 ) -> tuple[EvalResult, float | None]:
     """The suite's grid on the test split, and mCE against --baseline when one is given."""
     suite = plugins.registry.suite(cfg.suite)
@@ -217,6 +219,7 @@ def evaluate_model(
         bf16=resolve_precision(cfg.precision, device) == "bf16",
         channels_last=channels_last,
         reporter=reporter,
+        dist=dist,
     )
     mce = result.mce(read_baseline(cfg.baseline)) if cfg.baseline else None
     return result, mce

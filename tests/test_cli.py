@@ -143,6 +143,8 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
         text=True,
         stdout=subprocess.DEVNULL,
         env=env,
+        # a shell running the tests in the background ignores SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     for line in proc.stderr:
