@@ -12,15 +12,18 @@ import hashlib
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from dstbench.errors import UserError, unknown_choice
 
-__all__ = ["CorruptionSuite", "SampleRNG", "hash32", "parse_severities"]
+__all__ = ["LUMA", "Corruption", "CorruptionSuite", "SampleRNG", "TableSuite", "hash32", "parse_severities"]
+
+LUMA = (0.2989, 0.5870, 0.1140)  # the references' RGB -> grey weights (rgb2gray, and OpenCV's COLOR_RGB2GRAY)
 
 
 class CorruptionSuite(ABC):
@@ -72,6 +75,82 @@ class CorruptionSuite(ABC):
     def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
         """Corrupt uint8 images (N, C, H, W), drawing randomness only from `rng` (one stream per image); the result
         is uint8 (N, C, H, W) on the same device."""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption for `TableSuite`: `function(images, parameter, rng)` maps uint8 RGB images (N, 3, H, W) to
+    uint8 images of the same shape, and `parameters` gives, per image resolution of the reference tables (32, 64,
+    224 px), one parameter per severity."""
+
+    function: Callable[[torch.Tensor, Any, SampleRNG], torch.Tensor]
+    parameters: Mapping[int, Sequence[Any]]
+    min_size: int = 1  # the smallest image side it works on
+
+
+class TableSuite(CorruptionSuite):
+    """A suite of `Corruption`s with the parameters of one reference resolution. Grey images are corrupted as RGB
+    and turned back into grey; on the CPU, batches go through in cache-sized pieces."""
+
+    cpu_chunk_elements = 2**18
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        resolution: int,
+        corruptions: Mapping[str, Corruption],
+        subsets: Mapping[str, Sequence[str]] | None = None,
+    ):
+        self.name, self.description, self.resolution_px = name, description, resolution
+        self.resolution = f"{resolution} px"
+        self.table = {key: corruption for key, corruption in corruptions.items()}
+        lengths = {len(c.parameters[resolution]) for c in self.table.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"suite {name}: every corruption needs the same number of severities")
+        self.corruptions = tuple(self.table)
+        self.severities = tuple(range(1, lengths.pop() + 1))
+        self.subsets = {key: tuple(c for c in members if c in self.table) for key, members in (subsets or {}).items()}
+
+    def check_input(self, channels: int, size: int) -> None:
+        if channels not in (1, 3):
+            raise UserError(f"suite '{self.name}' corrupts RGB or grey images, not {channels}-channel ones")
+        too_small = {name: c.min_size for name, c in self.table.items() if size < c.min_size}
+        if too_small:
+            name, needed = next(iter(too_small.items()))
+            raise UserError(
+                f"suite '{self.name}': {name} needs images of at least {needed} px, these are {size} px; "
+                f"leave it out with --corruptions or use larger images"
+            )
+
+    def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
+        if corruption not in self.table:
+            raise unknown_choice(f"{self.name} corruption", corruption, self.corruptions)
+        if severity not in self.severities:
+            valid = ", ".join(map(str, self.severities))
+            raise UserError(f"suite '{self.name}' has no severity {severity}; choose from: {valid}")
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(rng):
+            raise ValueError(
+                f"expected uint8 (N, C, H, W) images and N streams, got {images.dtype} "
+                f"{tuple(images.shape)} and {len(rng)} streams"
+            )
+        entry = self.table[corruption]
+        parameter = entry.parameters[self.resolution_px][severity - 1]
+        if not len(images):
+            return images.clone()
+        grey = images.shape[1] == 1
+        rgb = images.expand(-1, 3, -1, -1).contiguous() if grey else images
+        if rgb.device.type == "cpu":
+            step = max(1, self.cpu_chunk_elements // max(1, math.prod(rgb.shape[1:])))
+            out = torch.cat(
+                [entry.function(rgb[i : i + step], parameter, rng[i : i + step]) for i in range(0, len(rgb), step)]
+            )
+        else:
+            out = entry.function(rgb, parameter, rng)
+        if grey:
+            weights = torch.tensor(LUMA, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
+            out = (out.to(torch.float32) * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+        return out
 
 
 def parse_severities(text: str) -> tuple[int, ...]:

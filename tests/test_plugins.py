@@ -157,7 +157,7 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both():
 
 def test_builtins_load_through_entry_points(plugins):
     builtin = {name for name, info in plugins.infos.items() if info.builtin}
-    assert {"dense", "image_trainer", "datasets", "models", "noise_suite"} <= builtin
+    assert {"dense", "image_trainer", "datasets", "models", "image_c"} <= builtin
     assert not plugins.broken()
     registry = plugins.registry
     assert registry.entries["algorithm"]["dense"].distribution == "dstbench"

@@ -1,0 +1,180 @@
+"""Batched image operations on tensors, the building blocks of the corruption suites.
+
+Each reproduces the operation the reference corruption code (Hendrycks & Dietterich's `make_*_c.py`, and the
+`imagecorruptions` package) takes from SciPy, scikit-image or OpenCV, for a whole batch (N, C, H, W) of float
+images in [0, 1], on whatever device the batch is on. Randomness comes only from a `SampleRNG`, one stream per
+image, so results do not depend on batch composition.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dstbench.corruption import LUMA, SampleRNG
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 → float32 in [0, 1]."""
+    return images.to(torch.float32).div_(255)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] → uint8 the reference's way: np.uint8(np.clip(x, 0, 1) * 255), which truncates."""
+    return x.clamp(0, 1).mul_(255).to(torch.uint8)
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
+    """Correlate every channel with a (kh, kw) kernel, or each image with its own (N, kh, kw) kernel, keeping the
+    size. border: 'reflect' (OpenCV's default BORDER_REFLECT_101) or 'replicate' (SciPy's 'nearest')."""
+    n, c, h, w = x.shape
+    kernel = kernel.to(x)
+    kh, kw = kernel.shape[-2:]
+    padded = F.pad(x, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode=border)
+    if kernel.ndim == 2:
+        return F.conv2d(padded.reshape(n * c, 1, *padded.shape[-2:]), kernel[None, None]).view(n, c, h, w)
+    weight = kernel[:, None].repeat_interleave(c, dim=0)  # one kernel per image, for each of its channels
+    return F.conv2d(padded.reshape(1, n * c, *padded.shape[-2:]), weight, groups=n * c).view(n, c, h, w)
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """SciPy's gaussian_filter1d weights: radius int(truncate · sigma + 0.5), normalised."""
+    radius = int(truncate * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (weights / weights.sum()).to(torch.float32)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """skimage.filters.gaussian over the two spatial axes (mode 'nearest', truncate 4), separably."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel1d(sigma, truncate)
+    return filter2d(filter2d(x, k[None, :], "replicate"), k[:, None], "replicate")
+
+
+def opencv_gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
+    """cv2.getGaussianKernel as a 2-D kernel: the weights cv2.GaussianBlur uses for an odd ksize."""
+    t = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    return (k[:, None] * k[None, :]).to(torch.float32)
+
+
+def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
+    """The references' defocus kernel: a normalised disk on a 17×17 grid (wider past radius 8), anti-aliased by
+    cv2.GaussianBlur with a 3×3 (5×5 past radius 8) kernel and OpenCV's default reflect-101 border."""
+    half = 8 if radius <= 8 else int(radius)
+    t = torch.arange(-half, half + 1, dtype=torch.float32)
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).to(torch.float32)
+    disk = disk / disk.sum()
+    ksize = 3 if radius <= 8 else 5
+    return filter2d(disk[None, None], opencv_gaussian_kernel(ksize, alias_blur))[0, 0]
+
+
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Zoom into the centre: crop ceil(size / factor), resize by `factor` with SciPy's order-1 zoom (corners
+    aligned), and trim the result back to the original size around its centre."""
+    _, _, h, w = x.shape
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[:, :, top : top + ch, left : left + cw]
+    zoomed = F.interpolate(crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (zoomed.shape[-2] - h) // 2, (zoomed.shape[-1] - w) // 2
+    return zoomed[:, :, trim_top : trim_top + h, trim_left : trim_left + w]
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's motion blur as `imagecorruptions` reimplements it: a one-sided Gaussian of 2·radius + 1 taps
+    along the direction `angles` (degrees, one per image), each tap the image shifted with edge replication."""
+    n, c, h, w = x.shape
+    width = int(2 * radius + 1)
+    taps = torch.arange(width, dtype=torch.float64, device=x.device)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).to(x.dtype)
+    theta = torch.deg2rad(angles.to(torch.float64))[:, None]
+    # the reference's offsets: -ceil(i · sin θ - 0.5) rows and -ceil(i · cos θ - 0.5) columns for tap i
+    dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
+    dx = -torch.ceil(taps * torch.cos(theta) - 0.5).long()
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = torch.zeros_like(x)
+    for i in range(width):
+        r = (rows[None, :] - dy[:, i : i + 1]).clamp_(0, h - 1)  # (N, H): shift with edge replication
+        k = (cols[None, :] - dx[:, i : i + 1]).clamp_(0, w - 1)
+        out += weights[i] * x[batch, :, r[:, :, None], k[:, None, :]].permute(0, 3, 1, 2)
+    return out
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.rgb2hsv for (N, 3, H, W) in [0, 1]: hue in [0, 1), saturation 0 where the value is 0."""
+    r, g, b = x.unbind(1)
+    value, argmax = x.max(1)
+    delta = value - x.min(1).values
+    saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
+    safe = delta.clamp_min(1e-12)
+    hue = torch.stack([(g - b) / safe, 2 + (b - r) / safe, 4 + (r - g) / safe], 1).gather(1, argmax[:, None])[:, 0]
+    hue = torch.where(delta > 0, (hue / 6) % 1.0, torch.zeros_like(hue))
+    return torch.stack([hue, saturation, value], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb for (N, 3, H, W)."""
+    h, s, v = x.unbind(1)
+    sector = torch.floor(h * 6)
+    f = h * 6 - sector
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    i = (sector.long() % 6)[:, None]
+    options = {  # (r, g, b) per sector
+        "r": torch.stack([v, q, p, p, t, v], 1),
+        "g": torch.stack([t, v, v, q, p, p], 1),
+        "b": torch.stack([p, p, t, v, v, q], 1),
+    }
+    return torch.cat([options[k].gather(1, i) for k in "rgb"], 1)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) → (N, 1, H, W) grey, with the references' weights."""
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int = 0) -> torch.Tensor:
+    """The references' diamond-square height map, (N, mapsize, mapsize) in [0, 1], one per stream of `rng`.
+    `mapsize` must be a power of two."""
+    if mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two, got {mapsize}")
+    n = len(rng)
+    device = rng.keys.device
+    grid = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=device)
+    step, wibble, draw = mapsize, 100.0, 0
+
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
+        nonlocal draw
+        noise = rng.uniform(tuple(total.shape[1:]), stream=stream * 1024 + draw).to(torch.float64)
+        draw += 1
+        return total / 4 + wibble * (noise * 2 * wibble - wibble)
+
+    while step >= 2:
+        half = step // 2
+        corners = grid[:, 0::step, 0::step]
+        squares = corners + corners.roll(-1, dims=1)
+        squares = squares + squares.roll(-1, dims=2)
+        grid[:, half::step, half::step] = wibbled_mean(squares)
+        centres = grid[:, half::step, half::step]
+        corners = grid[:, 0::step, 0::step]
+        across = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        grid[:, 0::step, half::step] = wibbled_mean(across)
+        down = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        grid[:, half::step, 0::step] = wibbled_mean(down)
+        step //= 2
+        wibble /= wibbledecay
+    grid = grid - grid.amin(dim=(1, 2), keepdim=True)
+    return (grid / grid.amax(dim=(1, 2), keepdim=True)).to(torch.float32)
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()

@@ -1,0 +1,117 @@
+"""The batched tensor image operations against the SciPy, scikit-image and OpenCV calls they reproduce."""
+
+import cv2
+import numpy as np
+import pytest
+import skimage
+import torch
+from scipy.ndimage import zoom as scipy_zoom
+from skimage.filters import gaussian as sk_gaussian
+
+from dstbench import imageops
+from dstbench.corruption import SampleRNG
+
+
+def _image(size=32, seed=0):
+    photo = skimage.transform.resize(skimage.data.astronaut(), (size, size), anti_aliasing=True)
+    return photo.astype(np.float32)  # (H, W, 3) in [0, 1]
+
+
+def _tensor(hwc):
+    return torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)[None].float()
+
+
+def _numpy(nchw):
+    return nchw[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.0, 3.0])
+def test_gaussian_blur_matches_skimage(sigma):
+    x = _image(40)
+    ours = _numpy(imageops.gaussian_blur(_tensor(x), sigma))
+    assert np.abs(ours - sk_gaussian(x, sigma=sigma, channel_axis=-1)).max() < 1e-5
+
+
+@pytest.mark.parametrize("radius, alias", [(0.3, 0.4), (1.5, 0.1), (3, 0.1), (8, 0.5), (10, 0.5)])
+def test_disk_kernel_and_filter_match_opencv(radius, alias):
+    from imagecorruptions.corruptions import disk
+
+    reference = disk(radius, alias)
+    ours = imageops.disk_kernel(radius, alias).numpy()
+    assert ours.shape == reference.shape and np.abs(ours - reference).max() < 1e-6
+    x = _image(32)
+    filtered = np.stack([cv2.filter2D(x[:, :, d], -1, reference) for d in range(3)], -1)
+    assert np.abs(_numpy(imageops.filter2d(_tensor(x), torch.from_numpy(reference))) - filtered).max() < 1e-5
+
+
+@pytest.mark.parametrize("factor", [1.01, 1.06, 1.3])
+@pytest.mark.parametrize("size", [32, 37])
+def test_clipped_zoom_matches_scipy(factor, size):
+    x = _image(size)
+    ch = int(np.ceil(size / factor))
+    top = (size - ch) // 2
+    zoomed = scipy_zoom(x[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
+    trim = (zoomed.shape[0] - size) // 2
+    reference = zoomed[trim : trim + size, trim : trim + size]
+    assert np.abs(_numpy(imageops.clipped_zoom(_tensor(x), factor)) - reference).max() < 1e-5
+
+
+@pytest.mark.parametrize("angle", [-45.0, -10.0, 0.0, 30.0, 44.0, -120.0])
+def test_motion_blur_matches_imagecorruptions(angle):
+    from imagecorruptions.corruptions import _motion_blur
+
+    x = _image(48) * 255
+    reference = _motion_blur(x, radius=6, sigma=2, angle=angle)
+    ours = imageops.motion_blur(_tensor(x), 6, 2, torch.tensor([angle]))
+    assert np.abs(_numpy(ours) - reference).max() < 1e-3
+
+
+def test_motion_blur_takes_an_angle_per_image():
+    x = _tensor(_image(32)).repeat(3, 1, 1, 1)
+    angles = torch.tensor([-40.0, 0.0, 40.0])
+    batch = imageops.motion_blur(x, 4, 1.5, angles)
+    for i in range(3):
+        assert torch.allclose(batch[i], imageops.motion_blur(x[i : i + 1], 4, 1.5, angles[i : i + 1])[0])
+
+
+def test_hsv_round_trip_matches_skimage():
+    x = _image(32)
+    x[0, 0] = 0  # black: saturation 0
+    x[1, 1] = 0.5  # grey: hue 0
+    hsv = imageops.rgb_to_hsv(_tensor(x))
+    assert np.abs(_numpy(hsv) - skimage.color.rgb2hsv(x)).max() < 1e-5
+    assert np.abs(_numpy(imageops.hsv_to_rgb(hsv)) - x).max() < 1e-5
+    shifted = skimage.color.rgb2hsv(x)
+    shifted[..., 0] = (shifted[..., 0] + 0.3) % 1
+    assert np.abs(_numpy(imageops.hsv_to_rgb(_tensor(shifted))) - skimage.color.hsv2rgb(shifted)).max() < 1e-5
+
+
+def test_to_uint8_truncates_like_numpy():
+    x = torch.tensor([0.0, 0.5, 0.99999, 1.2, -0.3])
+    expected = np.uint8(np.clip(x.numpy(), 0, 1) * 255)
+    assert imageops.to_uint8(x).numpy().tolist() == expected.tolist()
+
+
+def test_plasma_fractal_shape_range_seeding_and_smoothness():
+    ids = torch.arange(4)
+    a = imageops.plasma_fractal(SampleRNG.for_samples(0, "fog", ids=ids), 64, 2.0)
+    b = imageops.plasma_fractal(SampleRNG.for_samples(0, "fog", ids=ids[2:]), 64, 2.0)
+    assert a.shape == (4, 64, 64) and a.amin() == 0 and a.amax() == 1
+    assert torch.equal(a[2:], b)  # per-image streams
+    assert not torch.equal(a[0], a[1])
+    # larger wibble decay gives smoother maps: neighbouring differences shrink
+    rough = imageops.plasma_fractal(SampleRNG.for_samples(0, "fog", ids=ids), 64, 1.4)
+    smooth = imageops.plasma_fractal(SampleRNG.for_samples(0, "fog", ids=ids), 64, 3.0)
+    assert (smooth.diff(dim=1).abs().mean()) < (rough.diff(dim=1).abs().mean())
+
+
+def test_plasma_statistics_match_the_reference():
+    from imagecorruptions.corruptions import plasma_fractal
+
+    ours = imageops.plasma_fractal(SampleRNG.for_samples(0, "fog", ids=torch.arange(64)), 32, 2.0)
+    np.random.seed(0)
+    reference = np.stack([plasma_fractal(32, 2.0) for _ in range(64)])
+    assert abs(ours.mean().item() - reference.mean()) < 0.03
+    assert abs(ours.std().item() - reference.std()) < 0.03
+    ours_rough = ours.diff(dim=2).abs().mean().item()
+    assert abs(ours_rough - np.abs(np.diff(reference, axis=2)).mean()) < 0.01
