@@ -72,6 +72,7 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
 
 EVAL_OPTIONS = [
     "suite",
+    "c_dir",
     "corruptions",
     "severities",
     "corruption_seed",

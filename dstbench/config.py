@@ -71,6 +71,9 @@ class RunConfig:
     )
     severities: tuple[int, ...] | None = _opt(None, "Severities to evaluate: '1,3,5' or '1-5'.", EVAL, "S")
     corruption_seed: int = _opt(0, "Seed of the corruptions (the same for every model).", EVAL, "N")
+    c_dir: str | None = _opt(
+        None, "Released corrupted test sets, for suites that read files (e.g. CIFAR-10-C).", EVAL, "DIR"
+    )
     eval_batch_size: int = _opt(500, "Evaluation batch size.", RUNTIME, "N")
     baseline: str | None = _opt(None, "A baseline entry.json; adds mCE relative to it.", EVAL, "FILE")
     out: str | None = _opt(None, "Run directory; default: runs/<run id>.", RUNTIME, "DIR")

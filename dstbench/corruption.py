@@ -14,16 +14,42 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from dstbench.errors import UserError, unknown_choice
 
-__all__ = ["LUMA", "Corruption", "CorruptionSuite", "SampleRNG", "TableSuite", "hash32", "parse_severities"]
+if TYPE_CHECKING:
+    from dstbench.data import ImageData
+    from dstbench.report import Reporter
+
+__all__ = [
+    "LUMA",
+    "Corruption",
+    "CorruptionSuite",
+    "SampleRNG",
+    "SuiteRequest",
+    "TableSuite",
+    "hash32",
+    "parse_severities",
+]
 
 LUMA = (0.2989, 0.5870, 0.1140)  # the references' RGB -> grey weights (rgb2gray, and OpenCV's COLOR_RGB2GRAY)
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    """What a suite may need before an evaluation."""
+
+    dataset: str  # the run's dataset
+    test_labels: torch.Tensor  # int64 labels of the evaluated clean test samples, on the CPU
+    test_ids: torch.Tensor  # their ids (positions in the full test split)
+    c_dir: Path | None  # --c-dir: where released corrupted sets lie
+    download: bool  # --download: fetching them is allowed
+    reporter: Reporter
 
 
 class CorruptionSuite(ABC):
@@ -70,6 +96,16 @@ class CorruptionSuite(ABC):
         if not all(selection):
             raise UserError(f"select at least one corruption and one severity of suite '{self.name}'")
         return selection
+
+    def prepare(self, request: SuiteRequest) -> CorruptionSuite:
+        """Called once before an evaluation; returns the suite to evaluate with. Suites that read released files
+        find and check them here (raising UserError for missing or malformed ones); others return self."""
+        return self
+
+    def released(self, corruption: str, severity: int) -> ImageData | None:
+        """The released corrupted test images of one cell (labels and sample ids included), for suites that read
+        files; None (the default) to corrupt the clean test images on the fly with `corrupt`."""
+        return None
 
     @abstractmethod
     def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:

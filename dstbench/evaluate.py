@@ -74,27 +74,44 @@ def evaluate(
     reporter: Reporter,
     dist: Distributed | None = None,
 ) -> EvalResult:
-    """Accuracy on the clean data and on every (corruption, severity) cell. Under torch.distributed each process
-    evaluates every n-th sample and the counts are summed, so every process returns the same result."""
+    """Accuracy on the clean data and on every (corruption, severity) cell: corrupted on the fly from the clean
+    batches, or read from the suite's released files. Under torch.distributed each process evaluates every n-th
+    sample and the counts are summed, so every process returns the same result."""
     model.eval()
     dist = dist or Distributed()
-    total = len(data)
-    shard = data.subset(torch.arange(dist.rank, total, dist.world_size)) if dist.enabled else data
     cells = [(c, s) for c in corruptions for s in severities]
+    released = {cell: suite.released(*cell) for cell in cells}
+    generated = [cell for cell in cells if released[cell] is None]
     correct = torch.zeros(1 + len(cells), dtype=torch.int64, device=device)
-    with reporter.task(f"evaluating on {suite.name}", total=len(shard) * (1 + len(cells))) as task:
+    counts = torch.zeros(1 + len(cells), dtype=torch.int64, device=device)
+
+    def score(images: torch.Tensor, labels: torch.Tensor, i: int) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(model_input(images, channels_last))
+        correct[i] += (logits.argmax(1) == labels).sum()
+        counts[i] += len(labels)
+
+    shard = _shard(data, dist)
+    total_work = len(shard) * (1 + len(generated)) + sum(len(_shard(d, dist)) for d in released.values() if d)
+    with reporter.task(f"evaluating on {suite.name}", total=total_work) as task:
         for batch in shard.batches(batch_size, device, train=False):
-            for i, cell in enumerate([None, *cells]):
-                images = batch.images
-                if cell is not None:
-                    rng = SampleRNG.for_samples(seed, suite.name, *cell, ids=batch.ids)
-                    images = suite.corrupt(images, *cell, rng)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(model_input(images, channels_last))
-                correct[i] += (logits.argmax(1) == batch.labels).sum()
-            task.advance(len(batch.ids) * (1 + len(cells)))
-    accuracy = (100 * dist.sum(correct).double() / total).tolist()
+            score(batch.images, batch.labels, 0)
+            for cell in generated:
+                rng = SampleRNG.for_samples(seed, suite.name, *cell, ids=batch.ids)
+                score(suite.corrupt(batch.images, *cell, rng), batch.labels, 1 + cells.index(cell))
+            task.advance(len(batch.ids) * (1 + len(generated)))
+        for cell, cell_data in released.items():
+            if cell_data is None:
+                continue
+            for batch in _shard(cell_data, dist).batches(batch_size, device, train=False):
+                score(batch.images, batch.labels, 1 + cells.index(cell))
+                task.advance(len(batch.ids))
+    accuracy = (100 * dist.sum(correct).double() / dist.sum(counts).clamp_min(1).double()).tolist()
     grid: dict[str, dict[int, float]] = {c: {} for c in corruptions}
     for (corruption, severity), acc in zip(cells, accuracy[1:], strict=True):
         grid[corruption][severity] = acc
-    return EvalResult(accuracy[0], grid, total)
+    return EvalResult(accuracy[0], grid, len(data))
+
+
+def _shard(data: ImageData, dist: Distributed) -> ImageData:
+    return data.subset(torch.arange(dist.rank, len(data), dist.world_size)) if dist.enabled else data

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dstbench import checkpoint, sparse
 from dstbench.config import RunConfig, resolve_device
+from dstbench.corruption import SuiteRequest
 from dstbench.data import DataSplits, LoadRequest, TensorImages
 from dstbench.distributed import Distributed
 from dstbench.entry import (
@@ -207,6 +208,15 @@ def evaluate_model(
     """The suite's grid on the test split, and mCE against --baseline when one is given."""
     suite = plugins.registry.suite(cfg.suite)
     corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
+    request = SuiteRequest(
+        dataset=cfg.dataset,
+        test_labels=test.labels.cpu(),
+        test_ids=test.ids.cpu(),
+        c_dir=Path(cfg.c_dir).expanduser() if cfg.c_dir else None,
+        download=cfg.download,
+        reporter=reporter,
+    )
+    suite = suite.prepare(request)
     result = evaluate(
         model,
         test,

@@ -37,6 +37,8 @@ class Augment:
 class ImageData(abc.ABC):
     """One split of a dataset."""
 
+    ids: torch.Tensor  # int64 (N,): each sample's index in the full split, kept by `subset`
+
     @abc.abstractmethod
     def __len__(self) -> int: ...
 
