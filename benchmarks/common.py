@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import torch
@@ -21,6 +22,14 @@ def sync(device: torch.device) -> None:
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+
+
+def print_report(report: dict, path: str | None) -> None:
+    """The results as JSON on stdout, and in `path` when given."""
+    print(json.dumps(report, indent=2))
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 def synthetic_data(n_images: int, size: int, device: torch.device) -> TensorImages:

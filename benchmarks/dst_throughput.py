@@ -12,11 +12,10 @@ intervals included. The first epoch warms up; the others are timed. Goal on a GP
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from common import device_name, fit, sync, synthetic_data
+from common import device_name, fit, print_report, sync, synthetic_data
 
 from dstbench.config import resolve, resolve_device
 from dstbench.hookspecs import hookimpl
@@ -102,10 +101,7 @@ def main() -> None:
         "epochs_timed": args.epochs - 1,
         "algorithms": results,
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    print_report(report, args.json)
 
 
 if __name__ == "__main__":

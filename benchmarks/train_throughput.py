@@ -13,11 +13,10 @@ Both are timed in one process after a warm-up; their ratio is the pipeline's eff
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from common import device_name, fit, sync, synthetic_data
+from common import device_name, fit, print_report, sync, synthetic_data
 
 from dstbench.config import resolve, resolve_device
 from dstbench.plugins import Plugins
@@ -93,10 +92,7 @@ def main() -> None:
         "pipeline_img_s": round(real),
         "ratio": round(real / top, 3),
     }
-    print(json.dumps(results, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    print_report(results, args.json)
 
 
 if __name__ == "__main__":

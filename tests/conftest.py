@@ -7,6 +7,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from dstbench.hookspecs import hookimpl  # noqa: E402
+
 torch.set_num_threads(2)
 
 
@@ -50,3 +52,15 @@ def finished_run(tmp_path_factory, plugins):
     cfg = run_config(plugins, tmp_path_factory.mktemp("finished"))
     execute(cfg, plugins, PlainReporter(quiet=True))
     return cfg
+
+
+class StopAfter:
+    """A plugin that interrupts training after the given epoch, as Ctrl-C would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    @hookimpl
+    def on_epoch_end(self, run, stats):
+        if stats.epoch == self.epoch:
+            raise KeyboardInterrupt

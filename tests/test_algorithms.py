@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import run_config
+from conftest import StopAfter, run_config
 from torch import nn
 
 from dstbench.errors import UserError
@@ -161,16 +161,6 @@ def test_same_seed_same_masks_other_seed_other_masks(tmp_path, algo):
     assert all(torch.equal(masks_a[n], masks_b[n]) for n in masks_a)
     assert a_entry.clean_acc == b_entry.clean_acc and a_entry.corruptions == b_entry.corruptions
     assert any(not torch.equal(masks_a[n], masks_c[n]) for n in masks_a)
-
-
-class StopAfter:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    @hookimpl
-    def on_epoch_end(self, run, stats):
-        if stats.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("algo", ["rigl", "mest", "set"])

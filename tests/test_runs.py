@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_config
+from conftest import StopAfter, run_config
 
 from dstbench import checkpoint
 from dstbench.entry import validate_file
@@ -44,18 +44,6 @@ def test_same_seed_same_metrics_and_other_seed_differs(plugins, tmp_path, finish
     assert [h["loss"] for h in again["training"]["history"]] == [h["loss"] for h in first["training"]["history"]]
     other = execute(run_config(plugins, tmp_path / "b", seed=1), plugins, QUIET).to_dict()
     assert [h["loss"] for h in other["training"]["history"]] != [h["loss"] for h in first["training"]["history"]]
-
-
-class StopAfter:
-    """Interrupts training after the given epoch, as Ctrl-C would."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    @hookimpl
-    def on_epoch_end(self, run, stats):
-        if stats.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resume_after_interruption_gives_identical_results(tmp_path):

@@ -1,0 +1,191 @@
+"""Speed of the corruption suites on the device versus the reference implementation on every CPU core.
+
+For each resolution (32 px: `cifar-c`, 224 px: `imagenet-c`): images per second of every corruption (all five
+severities) and of the whole suite, dstbench on `--device` against `imagecorruptions` (the reference,
+`pip install imagecorruptions-imaug`) in a process pool over all CPU cores; and the cost of a whole
+CIFAR-10-C-style evaluation of a ResNet-18 against the same number of plain forward passes (goal on a GPU: at most
+twice). Natural images from scikit-image, tiled to the batch size.
+
+    python benchmarks/corruption_speed.py                       # GPU if there is one
+    python benchmarks/corruption_speed.py --device cpu --images-32 500 --images-224 40 --eval-images 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import skimage.data
+import skimage.transform
+import torch
+from common import device_name, print_report, sync
+
+from dstbench.config import resolve, resolve_device
+from dstbench.corruption import SampleRNG
+from dstbench.data import TensorImages
+from dstbench.evaluate import evaluate
+from dstbench.plugins import Plugins
+from dstbench.report import PlainReporter
+from dstbench.runner import build_model
+from dstbench.train import model_input
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+
+
+def photos(size: int, n: int) -> np.ndarray:
+    """n natural RGB photos (N, H, W, 3) uint8, the five scikit-image ones repeated."""
+    base = [
+        skimage.transform.resize(getattr(skimage.data, name)()[..., :3], (size, size), anti_aliasing=True)
+        for name in PHOTOS
+    ]
+    return np.stack([(base[i % len(base)] * 255).astype(np.uint8) for i in range(n)])
+
+
+def ours(suite, images: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """images/s of each corruption over its five severities, on the images' device."""
+    rates = {}
+    ids = torch.arange(len(images), device=images.device)
+    for corruption in suite.corruptions:
+        suite.corrupt(images[:8], corruption, 1, SampleRNG.for_samples(0, "warm-up", ids=ids[:8]))
+        sync(images.device)
+        start = time.perf_counter()
+        for severity in suite.severities:
+            for b in range(0, len(images), batch_size):
+                rng = SampleRNG.for_samples(0, suite.name, corruption, severity, ids=ids[b : b + batch_size])
+                suite.corrupt(images[b : b + batch_size], corruption, severity, rng)
+        sync(images.device)
+        rates[corruption] = len(images) * len(suite.severities) / (time.perf_counter() - start)
+    return rates
+
+
+def _reference_chunk(args: tuple[np.ndarray, str]) -> int:
+    from imagecorruptions import corrupt
+
+    chunk, corruption = args
+    for image in chunk:
+        for severity in range(1, 6):
+            corrupt(image, corruption_name=corruption, severity=severity)
+    return len(chunk)
+
+
+def reference(images: np.ndarray, corruptions: tuple[str, ...], workers: int) -> dict[str, float]:
+    """images/s of `imagecorruptions` over all cores (its 224-px parameters at every size: only the speed counts)."""
+    from imagecorruptions import get_corruption_names
+
+    known = set(get_corruption_names("all"))
+    rates = {}
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_reference_chunk, [(images[:1], "contrast")] * workers))  # start the workers
+        for corruption in corruptions:
+            if corruption not in known:
+                continue
+            chunks = [(part, corruption) for part in np.array_split(images, workers * 4) if len(part)]
+            start = time.perf_counter()
+            done = sum(pool.map(_reference_chunk, chunks))
+            rates[corruption] = done * 5 / (time.perf_counter() - start)
+    return rates
+
+
+def total_rate(rates: dict[str, float]) -> float:
+    """images/s of the whole suite: one pass over every corruption at every severity."""
+    return len(rates) / sum(1 / r for r in rates.values()) if rates else 0.0
+
+
+def evaluation_cost(plugins: Plugins, device: torch.device, n: int, batch_size: int) -> dict[str, float]:
+    """A CIFAR-10-C-style evaluation (clean + 19 × 5 cells) of a CIFAR ResNet-18 vs as many plain forward passes."""
+    cfg = resolve(
+        {"dataset": "cifar10", "model": "cifar-resnet18", "device": str(device), "suite": "cifar-c"},
+        None,
+        plugins.registry,
+    )
+    channels_last = device.type == "cuda"
+    bf16 = device.type == "cuda"
+    model = build_model(cfg, plugins, device, channels_last).eval()
+    images = torch.from_numpy(photos(32, n)).permute(0, 3, 1, 2).contiguous().to(device)
+    data = TensorImages(images, torch.zeros(n, dtype=torch.int64, device=device))
+    suite = plugins.registry.suite("cifar-c")
+    corruptions, severities = suite.select(None, None)
+    passes = n * (1 + len(corruptions) * len(severities))
+
+    @torch.no_grad()
+    def forward_only() -> None:
+        for _ in range(1 + len(corruptions) * len(severities)):
+            for b in range(0, n, batch_size):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    model(model_input(images[b : b + batch_size], channels_last))
+
+    forward_only()  # warm-up (cuDNN autotuning)
+    sync(device)
+    start = time.perf_counter()
+    forward_only()
+    sync(device)
+    forward_s = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate(
+        model,
+        data,
+        suite,
+        corruptions,
+        severities,
+        device=device,
+        batch_size=batch_size,
+        seed=0,
+        bf16=bf16,
+        channels_last=channels_last,
+        reporter=PlainReporter(quiet=True),
+    )
+    sync(device)
+    evaluation_s = time.perf_counter() - start
+    return {
+        "images": n,
+        "forward_passes": passes,
+        "forward_s": round(forward_s, 2),
+        "evaluation_s": round(evaluation_s, 2),
+        "ratio": round(evaluation_s / forward_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--images-32", type=int, default=10_000)
+    parser.add_argument("--images-224", type=int, default=1_000)
+    parser.add_argument("--reference-images-32", type=int, default=400)
+    parser.add_argument("--reference-images-224", type=int, default=40)
+    parser.add_argument("--eval-images", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    plugins = Plugins.load()
+    device = resolve_device(args.device)
+    report = {"device": device_name(device), "cpu_cores": os.cpu_count(), "resolutions": {}}
+    for size, suite_name, n, n_ref in (
+        (32, "cifar-c", args.images_32, args.reference_images_32),
+        (224, "imagenet-c", args.images_224, args.reference_images_224),
+    ):
+        suite = plugins.registry.suite(suite_name)
+        images = torch.from_numpy(photos(size, n)).permute(0, 3, 1, 2).contiguous().to(device)
+        batch = args.batch_size if size == 32 else max(1, args.batch_size // 10)
+        mine = ours(suite, images, batch)
+        theirs = reference(photos(size, n_ref), suite.corruptions, args.workers)
+        report["resolutions"][f"{size}px"] = {
+            "suite": suite_name,
+            "ours_img_s": {k: round(v, 1) for k, v in mine.items()},
+            "reference_img_s": {k: round(v, 1) for k, v in theirs.items()},
+            "speedup": {k: round(mine[k] / theirs[k], 1) for k in theirs},
+            "suite_img_s": {
+                "ours": round(total_rate(mine), 1),
+                "reference": round(total_rate(theirs), 1),
+                "ours_on_the_reference_corruptions": round(total_rate({k: mine[k] for k in theirs}), 1),
+            },
+        }
+    report["evaluation"] = evaluation_cost(plugins, device, args.eval_images, args.batch_size)
+    print_report(report, args.json)
+
+
+if __name__ == "__main__":
+    main()
