@@ -120,8 +120,9 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
     model = runner.build_model(cfg, plugins, device, channels_last)
     model.load_state_dict(saved["model"])
     algorithm = plugins.registry.algorithm(cfg.algo).from_config(cfg)
-    test = runner.load_data(cfg, plugins, reporter, device).test
-    evaluation = runner.evaluate_model(cfg, plugins, model, test, device, channels_last, reporter)
+    data = runner.load_data(cfg, plugins, reporter, device)
+    suite = runner.prepare_suite(cfg, plugins, data, reporter)
+    evaluation = runner.evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)
     result = TrainResult.from_dict(saved["training"])
     entry = runner.make_entry(cfg, plugins, model, algorithm, result, evaluation, model_path, device, None)
     if entry_path:
@@ -210,10 +211,11 @@ def build_cli(loaded: Plugins) -> click.Group:
         """
         ctx.obj = loaded
 
+    from dstbench.corrupt_command import corrupt
     from dstbench.sparse.command import masks
     from dstbench.sweep import sweep
 
-    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep):
+    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep, corrupt):
         cli.add_command(command)
     try:
         extra = loaded.registry.entries["command"].values()

@@ -30,7 +30,7 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     """Correlate every channel with a (kh, kw) kernel, or each image with its own (N, kh, kw) kernel, keeping the
     size. border: 'reflect' (OpenCV's default BORDER_REFLECT_101) or 'replicate' (SciPy's 'nearest')."""
     n, c, h, w = x.shape
-    kernel = kernel.to(x)
+    kernel = kernel.to(dtype=x.dtype)  # build kernels on x's device: a copy from the host would wait for the GPU
     kh, kw = kernel.shape[-2:]
     padded = F.pad(x, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode=border)
     if kernel.ndim == 2:
@@ -39,10 +39,10 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     return F.conv2d(padded.reshape(1, n * c, *padded.shape[-2:]), weight, groups=n * c).view(n, c, h, w)
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0, device: torch.device | None = None) -> torch.Tensor:
     """SciPy's gaussian_filter1d weights: radius int(truncate · sigma + 0.5), normalised."""
     radius = int(truncate * sigma + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
     weights = torch.exp(-0.5 * (t / sigma) ** 2)
     return (weights / weights.sum()).to(torch.float32)
 
@@ -51,27 +51,27 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch
     """skimage.filters.gaussian over the two spatial axes (mode 'nearest', truncate 4), separably."""
     if sigma <= 0:
         return x
-    k = gaussian_kernel1d(sigma, truncate)
+    k = gaussian_kernel1d(sigma, truncate, x.device)
     return filter2d(filter2d(x, k[None, :], "replicate"), k[:, None], "replicate")
 
 
-def opencv_gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
+def opencv_gaussian_kernel(ksize: int, sigma: float, device: torch.device | None = None) -> torch.Tensor:
     """cv2.getGaussianKernel as a 2-D kernel: the weights cv2.GaussianBlur uses for an odd ksize."""
-    t = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
+    t = torch.arange(ksize, dtype=torch.float64, device=device) - (ksize - 1) / 2
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
     return (k[:, None] * k[None, :]).to(torch.float32)
 
 
-def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
+def disk_kernel(radius: float, alias_blur: float, device: torch.device | None = None) -> torch.Tensor:
     """The references' defocus kernel: a normalised disk on a 17×17 grid (wider past radius 8), anti-aliased by
     cv2.GaussianBlur with a 3×3 (5×5 past radius 8) kernel and OpenCV's default reflect-101 border."""
     half = 8 if radius <= 8 else int(radius)
-    t = torch.arange(-half, half + 1, dtype=torch.float32)
+    t = torch.arange(-half, half + 1, dtype=torch.float32, device=device)
     disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).to(torch.float32)
     disk = disk / disk.sum()
     ksize = 3 if radius <= 8 else 5
-    return filter2d(disk[None, None], opencv_gaussian_kernel(ksize, alias_blur))[0, 0]
+    return filter2d(disk[None, None], opencv_gaussian_kernel(ksize, alias_blur, device))[0, 0]
 
 
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:

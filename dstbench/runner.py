@@ -40,6 +40,7 @@ from dstbench.report import PlainReporter
 from dstbench.train import Run, TrainResult, resolve_precision
 
 if TYPE_CHECKING:
+    from dstbench.corruption import CorruptionSuite
     from dstbench.data import ImageData
     from dstbench.plugins import Plugins
     from dstbench.report import Reporter
@@ -143,6 +144,7 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
     state = checkpoint.load_training(run_dir.checkpoint, cfg) if cfg.resume and not finished else None
 
     data = load_data(cfg, plugins, reporter, device)
+    suite = prepare_suite(cfg, plugins, data, reporter)
     model = build_model(cfg, plugins, device, channels_last)
     algorithm = registry.algorithm(cfg.algo).from_config(cfg)
     trainer = registry.trainer(cfg.trainer)()
@@ -186,7 +188,7 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
         if dist.is_main:
             checkpoint.save_model(run_dir.model, cfg, model, algorithm.state_dict(), {"training": result.to_dict()})
             run_dir.checkpoint.unlink(missing_ok=True)
-    evaluation = evaluate_model(cfg, plugins, model, data.test, device, channels_last, reporter, dist)
+    evaluation = evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter, dist)
     entry = None
     if dist.is_main:
         entry = make_entry(cfg, plugins, model, algorithm, result, evaluation, run_dir.model, device, run)
@@ -195,9 +197,28 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
     return entry
 
 
+def prepare_suite(cfg: RunConfig, plugins: Plugins, data: DataSplits, reporter: Reporter) -> CorruptionSuite:
+    """The run's suite, prepared for its test split: a suite that reads released files finds and checks them
+    here, so a problem with them shows before training starts."""
+    suite = plugins.registry.suite(cfg.suite)
+    corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
+    request = SuiteRequest(
+        dataset=cfg.dataset,
+        test_labels=data.test.labels.cpu(),
+        test_ids=data.test.ids.cpu(),
+        c_dir=Path(cfg.c_dir).expanduser() if cfg.c_dir else None,
+        download=cfg.download,
+        reporter=reporter,
+        corruptions=corruptions,
+        severities=severities,
+        classes=data.classes,
+    )
+    return suite.prepare(request)
+
+
 def evaluate_model(
     cfg: RunConfig,
-    plugins: Plugins,
+    suite: CorruptionSuite,
     model: torch.nn.Module,
     test: ImageData,
     device: torch.device,
@@ -205,18 +226,8 @@ def evaluate_model(
     reporter: Reporter,
     dist: Distributed | None = None,
 ) -> tuple[EvalResult, float | None]:
-    """The suite's grid on the test split, and mCE against --baseline when one is given."""
-    suite = plugins.registry.suite(cfg.suite)
+    """The prepared suite's grid on the test split, and mCE against --baseline when one is given."""
     corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
-    request = SuiteRequest(
-        dataset=cfg.dataset,
-        test_labels=test.labels.cpu(),
-        test_ids=test.ids.cpu(),
-        c_dir=Path(cfg.c_dir).expanduser() if cfg.c_dir else None,
-        download=cfg.download,
-        reporter=reporter,
-    )
-    suite = suite.prepare(request)
     result = evaluate(
         model,
         test,

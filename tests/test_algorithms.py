@@ -24,8 +24,8 @@ UPDATES = {  # options that make updates frequent in a 16-step run
 
 
 class Auditor:
-    """After the algorithm's own step hook: masks match the counts, weights and momentum vanish outside the masks,
-    and weights that just became active are zero with zero momentum."""
+    """After the algorithm's own step hook: masks match the counts, weights vanish outside the masks (and so does
+    momentum, right after an update), and weights that just became active are zero with zero momentum."""
 
     def __init__(self):
         self.previous = None
@@ -40,9 +40,10 @@ class Auditor:
     @hookimpl(trylast=True)
     def on_step_end(self, run):
         algorithm = run.algorithm
-        if algorithm.updates_at(run):
+        updated = algorithm.updates_at(run)
+        if updated:
             self.update_steps.append(run.step)
-        self._check(run)
+        self._check(run, momentum=updated)
         state = run.optimizer.state
         for name, mask in algorithm.masks.masks.items():
             grown = mask & ~self.previous[name]
@@ -51,16 +52,16 @@ class Auditor:
             assert torch.all(state[weight]["momentum_buffer"][grown] == 0), f"{name}: momentum leaked"
         self.previous = {n: m.clone() for n, m in algorithm.masks.masks.items()}
 
-    def _check(self, run):
+    def _check(self, run, momentum=True):
         algorithm = run.algorithm
         assert algorithm.masks.counts() == algorithm.counts
         self.count_history.append(dict(algorithm.counts))
         for name, mask in algorithm.masks.masks.items():
             weight = algorithm.masks.weights[name]
             assert torch.all(weight[~mask] == 0)
-            momentum = run.optimizer.state.get(weight, {}).get("momentum_buffer")
-            if momentum is not None:
-                assert torch.all(momentum[~mask] == 0)
+            buffer = run.optimizer.state.get(weight, {}).get("momentum_buffer")
+            if momentum and buffer is not None:
+                assert torch.all(buffer[~mask] == 0)
 
 
 def _run(tmp_path, algo, *, auditor=None, extra=None, **flags):

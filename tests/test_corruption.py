@@ -137,8 +137,9 @@ def test_poisson_inversion_and_ptrs_cover_their_ranges():
     assert stats.poisson.sf(corruption._INVERSION_TERMS - 1, 10) < 2.0**-32  # P(X ≥ 40)
     assert corruption._poisson_by_inversion(lam, torch.tensor(1 - 2.0**-33, dtype=torch.float64)) < 40
     u, v = torch.rand(2, 1_000_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    _, accepted = corruption._ptrs_round(torch.full_like(u, 10.0), u, v)
-    assert 1 - accepted.double().mean() < 0.25  # so all 32 rounds reject with probability < 0.25**32
+    rate = torch.full_like(u, 10.0)
+    _, accepted = corruption._ptrs_round(rate, u, v)
+    assert 1 - accepted.double().mean() < 0.25  # so all 16 rounds reject with probability < 0.25**16
 
 
 # --- Independence and invariance -----------------------------------------------------------------------------------
@@ -187,11 +188,24 @@ def test_same_keys_same_numbers_other_keys_other_numbers():
         assert (a != c).float().mean() > 0.5
 
 
+@pytest.mark.parametrize("bound", [0.5, 3.0, 9.9])
+def test_a_known_rate_bound_skips_rejection_and_shortens_the_walk(bound):
+    lam = torch.tensor(bound, dtype=torch.float64)
+    terms = corruption._inversion_terms(bound)
+    assert terms < corruption._INVERSION_TERMS or bound > 9
+    assert stats.poisson.sf(terms - 1, bound) < 1e-12
+    rates = torch.rand(300, 40, generator=torch.Generator().manual_seed(1)) * bound
+    rates[:, 0] = bound
+    rng = rng_for(torch.arange(300))
+    assert torch.equal(rng.poisson(rates, max_rate=bound), rng.poisson(rates))
+    assert corruption._poisson_by_inversion(lam, torch.tensor(1 - 2.0**-33, dtype=torch.float64), terms) < terms
+
+
 def test_accelerator_strategy_gives_the_same_numbers(monkeypatch):
     """On an accelerator every element is computed and results are masked, instead of compacted: same counts."""
     rates = torch.tensor([0.0, 0.7, 9.5, 10.0, 31.0, 400.0]).repeat(200, 30, 1)
     compacted = rng_for(torch.arange(200)).poisson(rates)
-    monkeypatch.setattr(corruption, "_needed", lambda keep, *aligned: aligned)
+    monkeypatch.setattr(corruption, "_compacts", lambda device: False)
     assert torch.equal(rng_for(torch.arange(200)).poisson(rates), compacted)
 
 

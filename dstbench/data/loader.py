@@ -88,7 +88,7 @@ class TensorImages(ImageData):
         self.images = images
         self._labels = labels.to(torch.int64)
         self.augment = augment or Augment()
-        self.ids = torch.arange(len(images)) if ids is None else ids
+        self.ids = torch.arange(len(images), device=images.device) if ids is None else ids
 
     def __len__(self) -> int:
         return len(self.images)

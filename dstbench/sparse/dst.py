@@ -1,10 +1,12 @@
 """Base classes of the sparse training algorithms; a new algorithm subclasses one and implements `update`.
 
 `SparseAlgorithm` draws the initial masks from the layer-wise distribution (exact integer counts per layer) and
-keeps masked weights and their optimizer state at zero after every optimizer step. At an update step, its
-`on_step_end` hook (a) applies the current masks, so weights that grow start at zero with zero momentum, (b) calls
-`update`, which changes masks with `prune` and `grow`, and (c) applies the new masks. `.grad` holds the step's
-dense gradient throughout. All randomness comes from one seeded generator on the training device, saved in
+zeroes the masked weights after every optimizer step. At an update step, its `on_step_end` hook (a) zeroes the
+masked weights and their optimizer state (momentum, Adam moments), so weights that grow start at zero with zero
+momentum, (b) calls `update`, which changes masks with `prune` and `grow`, and (c) applies the new masks to
+weights and optimizer state, clearing the state of what was pruned. Between updates the state of inactive weights
+is left alone: it never reaches an active weight, and leaving it saves a pass over it every step. `.grad` holds
+the step's dense gradient throughout. All randomness comes from one seeded generator on the training device, saved in
 checkpoints; under torch.distributed every process computes the same update and rank 0's masks are broadcast.
 """
 
@@ -124,8 +126,9 @@ class SparseAlgorithm(Algorithm):
 
     @hookimpl(tryfirst=True)
     def on_step_end(self, run: Run) -> None:
-        self.masks.apply(run.optimizer)
-        if self.updates_at(run):
+        updating = self.updates_at(run)
+        self.masks.apply(run.optimizer if updating else None)
+        if updating:
             self.update(run)
             self.masks.broadcast()
             self.masks.apply(run.optimizer)

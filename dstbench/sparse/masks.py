@@ -1,9 +1,9 @@
 """`Masks`: the boolean masks of a model's sparse layers, the one record of which weights exist.
 
 Masks are never rebuilt from `weight != 0` (a weight grown at zero is active); they are saved in checkpoints.
-`apply` zeroes the masked weights and their optimizer state (momentum, Adam moments) in a few fused
-multiplications, so a weight that becomes active starts at zero with no stale momentum. `prune` and `grow`
-change one layer's mask by exact counts without reading anything back from the device.
+`apply` zeroes the masked weights in one fused multiplication, and with the optimizer also their optimizer state
+(momentum, Adam moments), so a weight that becomes active starts at zero with no stale momentum. `prune` and
+`grow` change one layer's mask by exact counts without reading anything back from the device.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class Masks:
 
     def _refresh(self, name: str) -> None:
         self._factors[name] = self.masks[name].to(self.weights[name].dtype)
+        names = list(self.masks)
+        self._weight_list = [self.weights[n] for n in names]  # what every step multiplies, built once per change
+        self._factor_list = [self._factors.get(n) for n in names]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.masks[name]
@@ -59,12 +62,11 @@ class Masks:
     @torch.no_grad()
     def apply(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Zero the masked weights and, with `optimizer`, every state tensor shaped like them."""
-        names = list(self.masks)
-        torch._foreach_mul_([self.weights[n] for n in names], [self._factors[n] for n in names])
+        torch._foreach_mul_(self._weight_list, self._factor_list)
         if optimizer is None:
             return
         states, factors = [], []
-        for name in names:
+        for name in self.masks:
             weight = self.weights[name]
             for value in optimizer.state.get(weight, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == weight.shape:

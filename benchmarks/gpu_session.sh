@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything a GPU session checks, in one call (see benchmarks/RESULTS.md for the numbers it produced):
+#   the CUDA-only tests, training throughput (ceiling vs pipeline), sparse algorithms vs dense, corruption speed
+#   vs the reference, and a real `dstbench run` on the GPU. Results land in $OUT (or ./gpu-results).
+# Run from the repository root on a machine with PyTorch and a GPU:  bash benchmarks/gpu_session.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-deps --no-build-isolation -e . ./plugins/granet 2>&1 | tail -2
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+step() { echo "== $1 ($(date +%T))"; }
+step "CUDA tests"
+timeout 60 python3 -m pytest -q -x -p no:cacheprovider tests -k "cuda or gpu" 2>&1 | tail -15 | tee "$OUT/cuda-tests.txt"
+step "training throughput"
+timeout 50 python3 benchmarks/train_throughput.py --json "$OUT/train.json" 2>&1 | tail -12
+step "sparse algorithms vs dense"
+timeout 90 python3 benchmarks/dst_throughput.py --epochs 3 --repeats 1 --images 25000 --json "$OUT/dst.json" 2>&1 | tail -50
+step "corruption speed"
+timeout 90 python3 benchmarks/corruption_speed.py --images-32 5000 --images-224 500 --eval-images 5000 --json "$OUT/corruption.json" 2>&1 | tail -80
+step "dstbench run on the GPU"
+timeout 40 dstbench run --algo rigl --sparsity 0.5 --device cuda --out "$OUT/run" --quiet 2>&1 | tail -12
+step "done"

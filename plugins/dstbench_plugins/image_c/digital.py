@@ -1,0 +1,228 @@
+"""The five digital corruptions of Hendrycks & Dietterich (ICLR 2019), with the parameters of `make_cifar_c.py`
+(32 px), `make_tinyimagenet_c.py` (64 px) and, at 224 px, `make_imagenet_c.py` as the `imagecorruptions` package
+implements it.
+
+Like the references, each works on x = image / 255 and truncates `np.uint8(clip(x) * 255)`, except pixelate and
+jpeg_compression, which return PIL's uint8 results. Size-relative parameters (pixelate's scale, elastic_transform's
+pixel amounts) are fractions of the image side, so every table works at any size; at its own resolution a table
+gives the reference's numbers. Images are square, as everywhere in dstbench; where a reference uses one side, it is
+the height.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from dstbench.corruption import Corruption, SampleRNG
+from dstbench.imageops import gaussian_kernel1d, hsv_to_rgb, rgb_to_hsv, to_float, to_uint8
+
+__all__ = [
+    "CORRUPTIONS",
+    "affine_warp",
+    "box_resize",
+    "contrast",
+    "elastic_transform",
+    "jpeg_compression",
+    "pixelate",
+    "reflect_remap",
+    "reflect_smooth",
+    "saturate",
+]
+
+
+def contrast(images: torch.Tensor, factor: float, rng: SampleRNG) -> torch.Tensor:
+    """clip((x − m) · c + m), m the mean of each image channel over H and W."""
+    x = to_float(images)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return to_uint8(x.sub_(mean).mul_(factor).add_(mean))
+
+
+def saturate(images: torch.Tensor, scale_shift: tuple[float, float], rng: SampleRNG) -> torch.Tensor:
+    """hsv2rgb(h, clip(s · c0 + c1, 0, 1), v) of rgb2hsv(x)."""
+    # In float64 like the reference: many results are k/255 · 255 for integers k, which truncate to k or k − 1
+    # depending on the last bit (in float32, up to 13% of the elements end one level off). The divisor is a device
+    # tensor because CUDA divides by a Python number as x · (1/255), which puts 3% of them one level off.
+    x = images.to(torch.float64)
+    hsv = rgb_to_hsv(x / x.new_full((), 255))
+    hsv[:, 1].mul_(scale_shift[0]).add_(scale_shift[1]).clamp_(0, 1)
+    return to_uint8(hsv_to_rgb(hsv))
+
+
+def jpeg_compression(images: torch.Tensor, quality: int, rng: SampleRNG) -> torch.Tensor:
+    """PIL's `save(JPEG, quality)` and `open`: a libjpeg round trip, 4:2:0 chroma, byte-identical to PIL's."""
+    # The CPU codec on every device. torchvision's CUDA encoder (nvjpeg) hard-codes 4:4:4 chroma, so its chroma
+    # keeps twice PIL's resolution and its pixels differ from the reference's by 3 to 7 levels on average (H200,
+    # our tables' qualities), and it waits for the GPU after each image anyway. With libjpeg, a corrupted test set
+    # is the same on every device.
+    encoded = encode_jpeg(list(images.cpu()), quality=quality)
+    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB)).to(images.device)
+
+
+# --- pixelate ------------------------------------------------------------------------------------------------------
+
+_PRECISION_BITS = 22  # Pillow's fixed-point resampling of 8-bit images: 32 - 8 - 2 bits for the weights
+
+
+@functools.lru_cache(maxsize=64)
+def _box_coefficients(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's `precompute_coeffs` for the BOX filter: output pixel i averages the input pixels whose centres lie
+    in ((i + ½) · scale ± support], support = ½ · max(scale, 1), scale = in/out. Returns that (out, in) 0/1 matrix
+    and Pillow's fixed-point weight 1/count per output pixel. Cached per device, like the other constants here, so
+    that batches do not wait for host-to-device copies."""
+    scale = in_size / out_size
+    support = 0.5 * max(scale, 1.0)
+    centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
+    first = (centre - support + 0.5).trunc().clamp_min(0)  # Pillow's xmin and xmin + xmax: a window of pixels
+    stop = (centre + support + 0.5).trunc().clamp_max(in_size)
+    j = torch.arange(in_size, dtype=torch.float64)
+    # Pillow's own arithmetic, which decides the pixels whose centres fall on a window's edge
+    offset = (j[None, :] - centre[:, None] + 0.5) * (1.0 / max(scale, 1.0))
+    inside = (j >= first[:, None]) & (j < stop[:, None]) & (offset > -0.5) & (offset <= 0.5)
+    weight = torch.floor(0.5 + 2.0**_PRECISION_BITS / inside.sum(1, dtype=torch.float64)).to(torch.int64)
+    return inside.to(device=device, dtype=torch.float32), weight.to(device)
+
+
+def _box_resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
+    """One Pillow BOX pass along dim −1 or −2 of uint8-valued float images, rounded to integers as Pillow does."""
+    support, weight = _box_coefficients(x.shape[dim], out_size, x.device)
+    # The sums of 0/1-weighted uint8 values are exact in float32; Pillow then multiplies them by its 22-bit weight
+    # 1/count and rounds, which for some counts rounds ties down, so copy it rather than rounding sum / count.
+    if dim == -1:
+        sums = x @ support.T
+    else:
+        sums, weight = support @ x, weight[:, None]
+    rounded = (sums.to(torch.int64) * weight + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS
+    return rounded.to(torch.float32)
+
+
+def box_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's `resize((w, h), Image.BOX)` of uint8 images (N, C, H, W) to size (h, w): a horizontal, then a vertical
+    pass, each rounded to uint8 values."""
+    x = _box_resize_axis(images.to(torch.float32), size[1], -1)
+    return _box_resize_axis(x, size[0], -2).to(torch.uint8)
+
+
+def pixelate(images: torch.Tensor, factor: float, rng: SampleRNG) -> torch.Tensor:
+    """x.resize((int(w · c), int(h · c)), BOX).resize((w, h), BOX), with PIL."""
+    h, w = images.shape[-2:]
+    return box_resize(box_resize(images, (int(h * factor), int(w * factor))), (h, w))
+
+
+# --- elastic_transform ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _reflect_gaussian_matrix(n: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter1d(mode='reflect', truncate=3) on length-n signals as an (n, n) matrix; taps past
+    an end fold back (half-sample reflection) as often as needed, so the kernel may be wider than the signal."""
+    kernel = gaussian_kernel1d(sigma, truncate=3.0).to(torch.float64)
+    radius = len(kernel) // 2
+    taps = (torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None, :]) % (2 * n)
+    source = torch.where(taps < n, taps, 2 * n - 1 - taps)
+    weights = torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, kernel.expand(n, -1).contiguous())
+    return weights.to(device=device, dtype=torch.float32)
+
+
+def reflect_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """skimage.filters.gaussian(x, sigma, mode='reflect', truncate=3) of each (H, W) map of x (N, ..., H, W)."""
+    rows, columns = (_reflect_gaussian_matrix(n, sigma, x.device).to(x.dtype) for n in x.shape[-2:])
+    return rows @ x @ columns.T
+
+
+def reflect_remap(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """scipy.ndimage.map_coordinates(x, (row + dy, column + dx), order=1, mode='reflect') for every channel, with
+    displacements dx, dy of shape (N, H, W)."""
+    _, _, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
+    columns = torch.arange(w, device=x.device, dtype=x.dtype)
+    # grid_sample's reflection without align_corners reflects about −½ and size − ½, like SciPy's 'reflect'
+    grid = torch.stack([(2 * (columns + dx) + 1) / w - 1, (2 * (rows + dy) + 1) / h - 1], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _anchors(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """The references' three affine anchor points (3, 2) as (x, y), with x from the height: centre ± min(h, w) // 3."""
+    centre_x, centre_y, half = h // 2, w // 2, min(h, w) // 3
+    points = [
+        [centre_x + half, centre_y + half],
+        [centre_x + half, centre_y - half],
+        [centre_x - half, centre_y - half],
+    ]
+    return torch.tensor(points, dtype=torch.float64, device=device)
+
+
+def affine_warp(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """cv2.warpAffine(x, cv2.getAffineTransform(p, p + shifts), borderMode=BORDER_REFLECT_101), bilinear, with the
+    references' three anchor points p and shifts (N, 3, 2) in pixels, as (x, y)."""
+    n, _, h, w = x.shape
+    anchors = _anchors(h, w, x.device)
+    moved = torch.cat([anchors + shifts.to(torch.float64), anchors.new_ones(n, 3, 1)], dim=2)
+    # warpAffine samples the source at M⁻¹ · (x, y): the affine map taking the moved anchors back to the anchors
+    inverse = torch.linalg.solve_ex(moved, anchors.expand(n, 3, 2))[0]  # (N, 3, 2): [x, y, 1] @ inverse
+    rows, columns = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    points = torch.stack([columns, rows, torch.ones_like(rows)], dim=-1).to(torch.float64)
+    source = points @ inverse[:, None]  # (N, H, W, 2)
+    grid = torch.stack([source[..., 0] * (2 / (w - 1)), source[..., 1] * (2 / (h - 1))], dim=-1) - 1
+    # with align_corners, grid_sample's reflection is about pixel 0 and size − 1: OpenCV's BORDER_REFLECT_101
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+def elastic_transform(images: torch.Tensor, fractions: tuple[float, float, float], rng: SampleRNG) -> torch.Tensor:
+    """map_coordinates(warpAffine(x, random affine), (y + dy, x + dx), order=1, mode='reflect'), the anchors moved
+    by uniform(−c2, c2) (rng stream 0) and (dx, dy) = c0 · gaussian(uniform(−1, 1) (stream 1), σ = c1,
+    mode='reflect', truncate=3); c0, c1, c2 as fractions of the image side."""
+    size = images.shape[-2]
+    alpha, sigma, shift = (fraction * size for fraction in fractions)
+    x = to_float(images)
+    if shift > 0:
+        x = affine_warp(x, rng.uniform((3, 2), stream=0).mul_(2 * shift).sub_(shift))
+    if alpha > 0:
+        noise = rng.uniform((2, *images.shape[-2:]), stream=1).mul_(2).sub_(1)
+        dx, dy = reflect_smooth(noise, sigma).mul_(alpha).unbind(1)
+        x = reflect_remap(x, dx, dy)
+    return to_uint8(x)
+
+
+# make_imagenet_c.py's table, whose constants are written with 244 where the image side is 224 ("ultimately nothing
+# is incorrect", says its comment): they are the released ImageNet-C's, so they are kept, as fractions of 224.
+# (imagecorruptions ships a different elastic_transform at 224 px, without the affine step.)
+_ELASTIC_224 = tuple(
+    (244 * a / 224, 244 * s / 224, 244 * f / 224)
+    for a, s, f in ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02))
+)
+
+CORRUPTIONS = {
+    "contrast": Corruption(
+        contrast, {32: (0.75, 0.5, 0.4, 0.3, 0.15), 64: (0.4, 0.3, 0.2, 0.1, 0.05), 224: (0.4, 0.3, 0.2, 0.1, 0.05)}
+    ),
+    "elastic_transform": Corruption(
+        elastic_transform,
+        {
+            32: ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)),
+            64: ((0, 0, 0.08), (0.05, 0.3, 0.06), (0.1, 0.08, 0.06), (0.1, 0.03, 0.03), (0.16, 0.03, 0.02)),
+            224: _ELASTIC_224,
+        },
+        min_size=3,  # the affine's anchors are min(H, W) // 3 pixels from the centre
+    ),
+    "pixelate": Corruption(
+        pixelate,
+        {32: (0.95, 0.9, 0.85, 0.75, 0.65), 64: (0.9, 0.8, 0.7, 0.6, 0.5), 224: (0.6, 0.5, 0.4, 0.3, 0.25)},
+        min_size=4,  # int(size · c) must be at least one pixel
+    ),
+    "jpeg_compression": Corruption(
+        jpeg_compression, {32: (80, 65, 58, 50, 40), 64: (65, 58, 50, 40, 25), 224: (25, 18, 15, 10, 7)}
+    ),
+    "saturate": Corruption(
+        saturate,
+        {
+            32: ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
+            64: ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)),
+            224: ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
+        },
+    ),
+}

@@ -1,0 +1,409 @@
+"""Released corrupted test sets: CIFAR-10-C .npy files, Tiny-ImageNet-C and ImageNet-C folders, written here as small
+fixtures in the published layouts; the download from a local HTTP server; and a `dstbench run` that scores them.
+
+Every image carries its class in the red value of its top-left pixel (25 per class), and `ReadLabel` predicts from
+that pixel alone, so an accuracy of 100 % means the evaluator read exactly the right rows with the right labels."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+from test_datasets import write_cifar_pickles
+from torch import nn
+
+from dstbench.cli import build_cli
+from dstbench.corruption import SuiteRequest
+from dstbench.data import StreamImages, TensorImages
+from dstbench.data.sources import DATA_ROOT_ENV
+from dstbench.errors import UserError
+from dstbench.evaluate import evaluate
+from dstbench_plugins import released_c
+from dstbench_plugins.released_c import CIFAR10_C, Archive, CifarCFiles, ImageNetCFiles, TinyImageNetCFiles
+
+CPU = torch.device("cpu")
+CORRUPTIONS = ("gaussian_noise", "shot_noise")
+LABEL_STEP = 25  # red value of the top-left pixel per class
+
+
+class ReadLabel(nn.Module):
+    """Predicts the class written into the top-left pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.one_hot((x[:, 0, 0, 0] * 255 / LABEL_STEP).round().long(), 11).float()
+
+
+@pytest.fixture(autouse=True)
+def data_root(tmp_path, monkeypatch) -> Path:
+    """An empty default data root (and cache) for every test."""
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "data-root"))
+    return tmp_path / "data-root"
+
+
+def labelled(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """uint8 (N, size, size, 3) random images, each with its label written into its top-left pixel."""
+    images = np.random.default_rng(seed).integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = labels * LABEL_STEP
+    return images
+
+
+def write_cifar_c(folder: Path, labels: np.ndarray, wrong: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """gaussian_noise.npy and shot_noise.npy of 5 x N rows, and labels.npy; shot_noise's images at the severities in
+    `wrong` carry the next class in their pixel, so a model reading it is wrong there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for number, corruption in enumerate(CORRUPTIONS):
+        rows = []
+        for severity in range(1, 6):
+            shown = (labels + 1) % 10 if corruption == "shot_noise" and severity in wrong else labels
+            rows.append(labelled(shown, 32, seed=10 * number + severity))
+        arrays[corruption] = np.concatenate(rows)
+        np.save(folder / f"{corruption}.npy", arrays[corruption])
+    np.save(folder / "labels.npy", np.tile(labels, 5))
+    return arrays
+
+
+def request(labels: torch.Tensor, ids: torch.Tensor, c_dir: Path | None, quiet, **fields) -> SuiteRequest:
+    selection = {"corruptions": CORRUPTIONS, "severities": (1, 2, 3, 4, 5), **fields}
+    return SuiteRequest("cifar10", labels, ids, c_dir, False, quiet, **selection)
+
+
+def clean_test(count: int = 7) -> TensorImages:
+    labels = np.arange(count) % 10
+    images = torch.from_numpy(labelled(labels, 32, seed=99)).permute(0, 3, 1, 2).contiguous()
+    return TensorImages(images, torch.from_numpy(labels))
+
+
+def cifar_suite() -> CifarCFiles:
+    return released_c.suites()[0]
+
+
+def score(suite, data, reporter, severities=(1, 2, 3, 4, 5), corruptions=CORRUPTIONS):
+    """ReadLabel's accuracies on the clean data and on the suite's cells."""
+    return evaluate(
+        ReadLabel(),
+        data,
+        suite,
+        corruptions,
+        severities,
+        device=CPU,
+        batch_size=3,
+        seed=0,
+        bf16=False,
+        channels_last=False,
+        reporter=reporter,
+    )
+
+
+# --- CIFAR-10-C ----------------------------------------------------------------------------------------------------
+
+
+def test_registered_suites_read_files_and_refuse_to_corrupt(plugins):
+    names = {"cifar10-c-files", "cifar100-c-files", "tinyimagenet-c-files", "imagenet-c-files"}
+    assert names <= set(plugins.registry.names("suite"))
+    suite = plugins.registry.suite("cifar10-c-files")
+    assert len(suite.corruptions) == 19 and suite.select(["benchmark"], None)[0][-1] == "jpeg_compression"
+    with pytest.raises(UserError, match="suite 'cifar-c' corrupts"):
+        suite.corrupt(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "fog", 1, None)
+    with pytest.raises(UserError, match="32x32 RGB"):
+        suite.check_input(3, 64)
+
+
+def test_cifar_c_rows_are_evaluated_severity_by_severity(tmp_path, quiet):
+    test = clean_test()
+    arrays = write_cifar_c(tmp_path / "CIFAR-10-C", test.labels.numpy(), wrong=(2, 4))
+    suite = cifar_suite().prepare(request(test.labels, test.ids, tmp_path, quiet))  # finds DIR/CIFAR-10-C
+    result = score(suite, test, quiet)
+    assert result.clean_acc == 100 and result.corruption_acc["gaussian_noise"] == dict.fromkeys(range(1, 6), 100.0)
+    assert result.corruption_acc["shot_noise"] == {1: 100.0, 2: 0.0, 3: 100.0, 4: 0.0, 5: 100.0}
+    cell = suite.released("shot_noise", 3)
+    batch = next(cell.batches(len(test), CPU, train=False))
+    expected = torch.from_numpy(arrays["shot_noise"][2 * len(test) : 3 * len(test)]).permute(0, 3, 1, 2)
+    assert batch.images.dtype == torch.uint8 and torch.equal(batch.images, expected)
+    assert torch.equal(batch.ids, test.ids) and torch.equal(batch.labels, test.labels)
+
+
+def test_a_test_subset_reads_the_rows_of_its_ids(tmp_path, quiet):
+    full = clean_test(10)
+    arrays = write_cifar_c(tmp_path, full.labels.numpy())
+    test = full.subset(torch.tensor([1, 4, 9]))
+    suite = cifar_suite().prepare(request(test.labels, test.ids, tmp_path, quiet, severities=(5,)))
+    batch = next(suite.released("gaussian_noise", 5).batches(8, CPU, train=False))
+    assert batch.ids.tolist() == [1, 4, 9]
+    assert torch.equal(batch.images, torch.from_numpy(arrays["gaussian_noise"][[41, 44, 49]]).permute(0, 3, 1, 2))
+    assert score(suite, test, quiet, severities=(5,)).mpc == 100
+
+
+def test_default_data_root_is_searched_without_c_dir(data_root, quiet):
+    test = clean_test()
+    write_cifar_c(data_root / "CIFAR-10-C", test.labels.numpy())
+    suite = cifar_suite().prepare(request(test.labels, test.ids, None, quiet, corruptions=("gaussian_noise",)))
+    assert len(suite.released("gaussian_noise", 1)) == len(test)
+
+
+def break_nothing(folder: Path) -> None:
+    folder.rename(folder.with_name("elsewhere"))
+
+
+def break_file(folder: Path) -> None:
+    (folder / "shot_noise.npy").unlink()
+
+
+def truncate(folder: Path) -> None:
+    path = folder / "shot_noise.npy"
+    path.write_bytes(path.read_bytes()[:-500])
+
+
+def shuffle_labels(folder: Path) -> None:
+    labels = np.load(folder / "labels.npy")
+    np.save(folder / "labels.npy", np.roll(labels, 1))
+
+
+def wrong_shape(folder: Path) -> None:
+    np.save(folder / "shot_noise.npy", np.zeros((35, 3, 32, 32), np.uint8))
+
+
+def wrong_dtype(folder: Path) -> None:
+    np.save(folder / "shot_noise.npy", np.zeros((35, 32, 32, 3), np.float32))
+
+
+def too_few_rows(folder: Path) -> None:
+    np.save(folder / "labels.npy", np.zeros(15, np.int64))
+
+
+BREAKAGES = [
+    (break_nothing, "CIFAR-10-C not found; looked in: {dir}"),
+    (break_file, "{dir} has no shot_noise.npy"),
+    (truncate, "cannot read {dir}/shot_noise.npy"),
+    (shuffle_labels, "labels differ from the test split"),
+    (wrong_shape, "{dir}/shot_noise.npy holds uint8 (35, 3, 32, 32); expected uint8 (35, 32, 32, 3)"),
+    (wrong_dtype, "holds float32"),
+    (too_few_rows, "labels 3 images per severity, but the test split has at least 7"),
+]
+
+
+@pytest.mark.parametrize("breakage, message", BREAKAGES, ids=[b.__name__ for b, _ in BREAKAGES])
+def test_bad_files_are_one_line_errors(tmp_path, quiet, breakage, message):
+    test = clean_test()
+    folder = tmp_path / "c"
+    write_cifar_c(folder, test.labels.numpy())
+    breakage(folder)
+    with pytest.raises(UserError) as caught:
+        cifar_suite().prepare(request(test.labels, test.ids, folder, quiet))
+    assert message.format(dir=folder) in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- Download ------------------------------------------------------------------------------------------------------
+
+
+def cifar_c_tar(labels: np.ndarray) -> bytes:
+    """The published archive's layout: CIFAR-10-C/<corruption>.npy and CIFAR-10-C/labels.npy."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        arrays = {"labels": np.tile(labels, 5), "gaussian_noise": np.concatenate([labelled(labels, 32, 0)] * 5)}
+        for name, array in arrays.items():
+            data = io.BytesIO()
+            np.save(data, array)
+            info = tarfile.TarInfo(f"CIFAR-10-C/{name}.npy")
+            info.size = len(data.getvalue())
+            tar.addfile(info, io.BytesIO(data.getvalue()))
+    return buffer.getvalue()
+
+
+@contextmanager
+def serve(payload: bytes, truncate_first: bool = False) -> Iterator[tuple[str, list[str | None]]]:
+    """An HTTP server on localhost that serves `payload`, honours Range requests and, with `truncate_first`, breaks
+    off its first response halfway. Yields the URL and the Range header of every request."""
+    ranges: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked = self.headers.get("Range")
+            ranges.append(asked)
+            start = int(asked.removeprefix("bytes=").removesuffix("-")) if asked else 0
+            body = payload[start:]
+            self.send_response(206 if asked else 200)
+            self.send_header("Content-Length", str(len(body)))
+            if asked:
+                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if truncate_first and len(ranges) == 1 else body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/files/CIFAR-10-C.tar", ranges
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def downloading_suite(url: str, md5: str) -> CifarCFiles:
+    return CifarCFiles("cifar10-c-files", "test", Archive(url, md5, CIFAR10_C.folder))
+
+
+def test_download_resumes_checks_md5_and_unpacks(data_root, quiet):
+    test = clean_test()
+    payload = cifar_c_tar(test.labels.numpy())
+    wanted = replace(request(test.labels, test.ids, None, quiet, corruptions=("gaussian_noise",)), download=True)
+    with serve(payload, truncate_first=True) as (url, ranges):
+        suite = downloading_suite(url, hashlib.md5(payload).hexdigest())
+        with pytest.raises(UserError, match="broke off after .* run again to resume"):
+            suite.prepare(wanted)
+        part = data_root / "CIFAR-10-C.tar.part"
+        assert part.stat().st_size == len(payload) // 2
+        prepared = suite.prepare(wanted)
+    assert ranges == [None, f"bytes={len(payload) // 2}-"]
+    assert sorted(os.listdir(data_root)) == ["CIFAR-10-C"]  # the archive and the scratch folder are gone
+    assert score(prepared, test, quiet, corruptions=("gaussian_noise",)).corruption_acc["gaussian_noise"][3] == 100
+
+
+def test_download_with_the_wrong_md5_is_deleted(data_root, quiet):
+    with serve(b"not the archive") as (url, _):
+        with pytest.raises(UserError, match="arrived with md5 .* expected 0{32}; the download was deleted"):
+            released_c.fetch(Archive(url, "0" * 32, "CIFAR-10-C"), data_root, quiet)
+    assert os.listdir(data_root) == []
+
+
+def test_unpacking_refuses_paths_outside_the_folder(tmp_path, quiet):
+    tar_path = tmp_path / "root" / "evil.tar"
+    tar_path.parent.mkdir()
+    with tarfile.open(tar_path, "w") as tar:
+        info = tarfile.TarInfo("CIFAR-10-C/../../escaped.npy")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(UserError, match="not a plain file inside the archive"):
+        released_c.unpack(tar_path, tmp_path / "root", "CIFAR-10-C", quiet)
+    assert not (tmp_path / "escaped.npy").exists() and sorted(os.listdir(tmp_path / "root")) == ["evil.tar"]
+
+
+# --- Tiny-ImageNet-C and ImageNet-C --------------------------------------------------------------------------------
+
+
+def write_folder_c(root: Path, wnids: tuple[str, ...], size: int, suffix: str, per_class: int = 2) -> None:
+    """<corruption>/<severity>/<wnid>/*.<suffix> for both corruptions at severities 1 and 2; an image of the i-th
+    wnid in `wnids` carries label i."""
+    for corruption in CORRUPTIONS:
+        for severity in (1, 2):
+            for label, wnid in enumerate(wnids):
+                folder = root / corruption / str(severity) / wnid
+                folder.mkdir(parents=True)
+                images = labelled(np.full(per_class, label), size, seed=severity * 10 + label)
+                for i, image in enumerate(images):
+                    Image.fromarray(image).save(folder / f"val_{i}.{suffix}")
+
+
+def test_tinyimagenet_c_labels_follow_the_dataset_classes_and_are_cached(tmp_path, data_root, quiet, monkeypatch):
+    classes = ("n02", "n01", "n03")  # wnids.txt order, not sorted
+    write_folder_c(tmp_path / "Tiny-ImageNet-C", classes, 64, "png")
+    suite: TinyImageNetCFiles = released_c.suites()[2]
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, severities=(1, 2), classes=classes)
+    prepared = suite.prepare(wanted)
+    cell = prepared.released("shot_noise", 2)
+    assert cell.labels.tolist() == [0, 0, 1, 1, 2, 2] and len(list((data_root / ".cache").glob("*.npz"))) == 4
+    assert score(prepared, cell, quiet, severities=(1, 2)).mpc == 100
+    monkeypatch.setattr(released_c, "decode_images", None)  # a second preparation reads the cache
+    again = suite.prepare(wanted).released("shot_noise", 2)
+    batch = next(again.batches(6, CPU, train=False))
+    assert batch.images.shape == (6, 3, 64, 64) and batch.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_folder_wnids_are_sorted_when_the_dataset_names_no_classes(tmp_path, quiet):
+    write_folder_c(tmp_path, ("n02", "n01"), 64, "png", per_class=1)
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, corruptions=("gaussian_noise",), severities=(1,))
+    cell = released_c.suites()[2].prepare(wanted).released("gaussian_noise", 1)
+    assert next(cell.batches(2, CPU, train=False)).images[:, 0, 0, 0].tolist() == [LABEL_STEP, 0]  # n01 first
+
+
+def test_missing_severity_folder_is_named(tmp_path, quiet):
+    write_folder_c(tmp_path, ("n01",), 64, "png", per_class=1)
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, severities=(1, 3))
+    with pytest.raises(UserError, match=f"{tmp_path} has no folder gaussian_noise/3;"):
+        released_c.suites()[2].prepare(wanted)
+    with pytest.raises(UserError, match="Tiny-ImageNet-C not found; looked in: .*zenodo.org/records/2536630"):
+        released_c.suites()[2].prepare(request(torch.zeros(0), torch.zeros(0), tmp_path / "none", quiet))
+
+
+def test_imagenet_c_streams_224_px_jpegs(tmp_path, quiet):
+    write_folder_c(tmp_path / "ImageNet-C", ("n01", "n02"), 224, "JPEG", per_class=1)
+    suite: ImageNetCFiles = released_c.suites()[3]
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, severities=(1,), classes=("n01", "n02"))
+    cell = suite.prepare(wanted).released("gaussian_noise", 1)
+    assert isinstance(cell, StreamImages)
+    cell.workers = 0
+    batch = next(cell.batches(2, CPU, train=False))
+    assert batch.images.shape == (2, 3, 224, 224) and batch.labels.tolist() == [0, 1]
+    odd = tmp_path / "ImageNet-C" / "shot_noise" / "1" / "n02" / "val_0.JPEG"
+    Image.new("RGB", (200, 224)).save(odd)
+    cell = suite.prepare(wanted).released("shot_noise", 1)
+    cell.workers = 0
+    with pytest.raises(UserError, match="is 200x224, not 224x224"):
+        list(cell.batches(2, CPU, train=False))
+
+
+# --- Through the command line --------------------------------------------------------------------------------------
+
+RUN_ARGS = ["--dataset", "cifar10", "--model", "digits-cnn", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+
+
+def cifar_with_c(tmp_path: Path) -> tuple[Path, Path]:
+    """A CIFAR-10 pickle folder and its CIFAR-10-C whose gaussian_noise is the clean test set at every severity."""
+    write_cifar_pickles(tmp_path / "cifar", per_batch=6)
+    test = pickle.loads((tmp_path / "cifar" / "test_batch").read_bytes())
+    labels = np.asarray(test[b"labels"])
+    c_dir = tmp_path / "CIFAR-10-C"
+    write_cifar_c(c_dir, labels)
+    clean = np.asarray(test[b"data"]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    np.save(c_dir / "gaussian_noise.npy", np.concatenate([clean] * 5))
+    return tmp_path / "cifar", c_dir
+
+
+def test_run_scores_the_released_files(tmp_path):
+    data_dir, c_dir = cifar_with_c(tmp_path)
+    out = tmp_path / "run"
+    command = ["run", *RUN_ARGS, "--data-dir", data_dir, "--suite", "cifar10-c-files", "--c-dir", c_dir, "--out", out]
+    env = {**os.environ, "DSTBENCH_PLUGINS": "", DATA_ROOT_ENV: str(tmp_path / "data-root")}
+    result = subprocess.run(
+        [sys.executable, "-m", "dstbench", *map(str, command), "--corruptions", "gaussian_noise,shot_noise"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    entry = json.loads((out / "entry.json").read_text())
+    assert entry["suite"] == "cifar10-c-files" and entry["evaluation"]["corruptions"] == list(CORRUPTIONS)
+    assert entry["corruptions"]["gaussian_noise"] == {str(s): entry["clean_acc"] for s in range(1, 6)}
+
+
+@pytest.mark.parametrize("breakage, message", BREAKAGES[:4], ids=[b.__name__ for b, _ in BREAKAGES[:4]])
+def test_run_with_bad_files_exits_2_before_writing(tmp_path, plugins, breakage, message):
+    data_dir, c_dir = cifar_with_c(tmp_path)
+    breakage(c_dir)
+    out = tmp_path / "run"
+    command = ["run", *RUN_ARGS, "--data-dir", data_dir, "--suite", "cifar10-c-files", "--c-dir", c_dir, "--out", out]
+    result = CliRunner().invoke(build_cli(plugins), [*map(str, command), "--corruptions", "gaussian_noise,shot_noise"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message.format(dir=c_dir) in lines[0] and not out.exists()
