@@ -431,7 +431,6 @@ class _PTRSConstants:
         return cls(b, -0.059 + 0.02483 * b, 1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2), rate.log())
 
 
-
 def _ptrs_round(
     rate: torch.Tensor, u: torch.Tensor, v: torch.Tensor, constants: _PTRSConstants | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,8 @@ import os
 # Tests never touch the network: without these, Hugging Face look-ups retry for about 45 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# OpenMP threads that busy-wait make every small torch op crawl when the 2 CI cores are shared with a subprocess.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

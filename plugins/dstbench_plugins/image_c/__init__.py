@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dstbench.corruption import TableSuite
 from dstbench.hookspecs import hookimpl
-from dstbench_plugins.image_c import blur, digital, noise
+from dstbench_plugins.image_c import blur, digital, noise, weather
 
 # RobustBench and the papers average over these 15; CIFAR-10-C ships the 4 extra ones too.
 BENCHMARK = (
@@ -38,7 +38,7 @@ GROUPS = {
     "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
 }
 SUBSETS = {"benchmark": BENCHMARK, "extra": EXTRA, **GROUPS}
-MODULES = (noise, blur, digital)
+MODULES = (noise, blur, weather, digital)
 
 
 def all_corruptions() -> dict:
