@@ -46,7 +46,7 @@ def test_toml_run_table_and_algo_options_table(plugins, tmp_path):
         ({"schedule": "linear"}, "unknown schedule 'linear'"),
         ({"severities": "0,1"}, "severit"),
         ({"severities": "1-9"}, "severit"),
-        ({"corruptions": "fog"}, "fog"),
+        ({"corruptions": "fogg"}, "(did you mean 'fog'?)"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"algo_options": ("drop=0.3",)}, "algorithm 'dense' has no option 'drop'"),
         ({"algo_options": ("drop",)}, "is not KEY=VALUE"),

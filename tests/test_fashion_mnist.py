@@ -28,7 +28,7 @@ def test_train_and_evaluate_on_real_fashion_mnist(tmp_path):
         "--max-train-samples",
         "8000",
         "--max-test-samples",
-        "1000",
+        "500",
         "--severities",
         "1,3,5",
         "--device",
@@ -40,10 +40,10 @@ def test_train_and_evaluate_on_real_fashion_mnist(tmp_path):
     assert result.returncode == 0, result.stderr
     entry = json.loads((out / "entry.json").read_text())
     assert entry["dataset"] == "fashion-mnist" and entry["training"]["train_samples"] == 8000
-    assert entry["evaluation"]["test_samples"] == 1000
+    assert entry["evaluation"]["test_samples"] == 500
     assert entry["clean_acc"] > 70  # 10 classes: chance is 10%
     grid = entry["corruptions"]
-    assert set(grid) == {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"}
-    for row in grid.values():  # stronger corruption hurts more
-        assert row["1"] >= row["5"]
+    assert entry["suite"] == "cifar-c" and len(grid) == 19  # every corruption works on grey 28-px images
+    mean = {s: sum(row[s] for row in grid.values()) / len(grid) for s in ("1", "3", "5")}
+    assert mean["1"] > mean["3"] > mean["5"]  # stronger corruption hurts more, on average
     assert grid["impulse_noise"]["5"] < entry["clean_acc"]

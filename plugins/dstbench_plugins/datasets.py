@@ -327,7 +327,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
                 "lr": 0.05,
                 "weight_decay": 5e-4,
                 "schedule": "cosine",
-                "suite": "cifar-c-noise",
+                "suite": "cifar-c",
             },
             source="embedded (scikit-learn's digits)",
         )
@@ -349,7 +349,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
                 "lr": 0.1,
                 "weight_decay": 5e-4,
                 "schedule": "cosine",
-                "suite": "cifar-c-noise",
+                "suite": "cifar-c",
             },
             source="apt-get install dataset-fashion-mnist, the four IDX files in --data-dir, or --download",
         )
@@ -368,7 +368,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
                 mean=mean,
                 std=std,
                 load=partial(load_cifar, cifar),
-                recipe={"model": model, **CIFAR_RECIPE, "suite": "cifar-c-noise"},
+                recipe={"model": model, **CIFAR_RECIPE, "suite": "cifar-c"},
                 source=f"the python-pickle folder in --data-dir, --data-dir hf:{cifar.hf_name}, or --download",
             )
         )
