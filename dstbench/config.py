@@ -44,6 +44,10 @@ class RunConfig:
     trainer: str | None = _opt(None, "Training recipe; default: the dataset modality's trainer.", metavar="NAME")
     data_dir: str | None = _opt(None, "Where the dataset is; 'hf:<name>' for a Hugging Face dataset.", RUNTIME, "DIR")
     download: bool = _opt(False, "Allow downloading the dataset if it is not found.", RUNTIME)
+    split: int = _opt(1, "Official train/test split of UCF101 or HMDB51: 1, 2 or 3.", metavar="N")
+    frames: int | None = _opt(None, "Frames per video clip; default: the dataset's recipe.", metavar="T")
+    frame_stride: int | None = _opt(None, "Take every n-th frame of a video when sampling a clip.", metavar="N")
+    skip_bad: bool = _opt(False, "Skip unreadable videos (and report how many) instead of stopping.", RUNTIME)
     max_train_samples: int | None = _opt(None, "Train on a seeded subset of this many samples.", metavar="N")
     max_test_samples: int | None = _opt(None, "Evaluate on a seeded subset of this many samples.", EVAL, "N")
     workers: int = _opt(min(8, os.cpu_count() or 1), "Decode workers for data that streams from disk.", RUNTIME, "N")
@@ -155,6 +159,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "sparsity": parse_number(float),
     "algo_options": _options,
     "download": parse_bool,
+    "skip_bad": parse_bool,
     "nesterov": parse_bool,
     "channels_last": parse_bool,
     "resume": parse_bool,
@@ -167,6 +172,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
         for name in (
             "max_train_samples",
             "max_test_samples",
+            "split",
+            "frames",
+            "frame_stride",
             "workers",
             "epochs",
             "batch_size",
@@ -236,6 +244,10 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= cfg.seed < 2**32, f"--seed must be in [0, 2**32), got {cfg.seed}")
     _check(0 <= cfg.corruption_seed < 2**32, f"--corruption-seed must be in [0, 2**32), got {cfg.corruption_seed}")
     _check(cfg.workers >= 0, f"--workers must be at least 0, got {cfg.workers}")
+    _check(cfg.split in (1, 2, 3), f"--split must be 1, 2 or 3, got {cfg.split}")
+    for name in ("frames", "frame_stride"):
+        value = getattr(cfg, name)
+        _check(value is None or value >= 1, f"--{name.replace('_', '-')} must be at least 1, got {value}")
     for name in ("max_train_samples", "max_test_samples"):
         value = getattr(cfg, name)
         _check(value is None or value >= 2, f"--{name.replace('_', '-')} must be at least 2, got {value}")

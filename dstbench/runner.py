@@ -82,7 +82,14 @@ def cache_dir() -> Path:
 def load_data(cfg: RunConfig, plugins: Plugins, reporter: Reporter, device: torch.device) -> DataSplits:
     spec = plugins.registry.dataset(cfg.dataset)
     request = LoadRequest(
-        Path(cfg.data_dir).expanduser() if cfg.data_dir else None, cfg.download, cache_dir(), reporter
+        Path(cfg.data_dir).expanduser() if cfg.data_dir else None,
+        cfg.download,
+        cache_dir(),
+        reporter,
+        split=cfg.split,
+        frames=cfg.frames,
+        frame_stride=cfg.frame_stride,
+        skip_bad=cfg.skip_bad,
     )
     splits = spec.load(request)
     train, test = splits.train, splits.test

@@ -69,3 +69,16 @@ def test_subset_keeps_sample_ids():
     (batch,) = list(sub.batches(8, CPU, train=False))
     assert batch.ids.tolist() == [7, 2]
     assert torch.equal(batch.images, data.images[[7, 2]])
+
+
+def test_clips_get_one_crop_and_flip_for_all_frames():
+    clips = torch.randint(0, 256, (4, 3, 5, 8, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    offsets = torch.tensor([[0, 4], [2, 2], [4, 0], [1, 3]])
+    flips = torch.tensor([True, False, True, False])
+    out = crop_and_flip(clips, 2, offsets, flips)
+    assert out.shape == clips.shape
+    for t in range(5):
+        assert torch.equal(out[:, :, t], crop_and_flip(clips[:, :, t], 2, offsets, flips))
+    data = TensorImages(clips, torch.arange(4), augment=Augment(crop_padding=2, hflip=True))
+    batch = next(data.batches(4, CPU, train=True, generator=torch.Generator().manual_seed(0)))
+    assert batch.images.shape == (4, 3, 5, 8, 6)

@@ -81,8 +81,10 @@ class TensorImages(ImageData):
         augment: Augment | None = None,
         ids: torch.Tensor | None = None,
     ):
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if images.dtype != torch.uint8 or images.ndim not in (4, 5):
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), or clips (N, C, T, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
@@ -150,8 +152,12 @@ def crop_and_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, fli
     """Per-sample random crop of the zero-padded batch and horizontal flip, as one gather.
 
     `offsets` (B, 2) are the crop's top-left corner in the padded image, in [0, 2 * padding]. The result is
-    (B, C, H, W) in channels-last memory order, which is what the convolutions want on the GPU.
+    (B, C, H, W) in channels-last memory order, which is what the convolutions want on the GPU. Clips
+    (B, C, T, H, W) get one crop and flip for all their frames.
     """
+    if images.ndim == 5:
+        b, c, t, h, w = images.shape
+        return crop_and_flip(images.reshape(b, c * t, h, w), padding, offsets, flips).reshape(b, c, t, h, w)
     b, _, h, w = images.shape
     padded = F.pad(images, (padding,) * 4) if padding else images
     rows = offsets[:, :1] + torch.arange(h, device=images.device)
