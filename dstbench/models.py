@@ -19,6 +19,7 @@ class ModelRequest:
     in_chans: int
     image_size: int
     variant: str | None = None  # for a family spec ("timm/"), the part of the name after the prefix
+    frames: int | None = None  # for video models: the clip length T of (N, C, T, H, W) inputs
 
 
 @dataclass(frozen=True)

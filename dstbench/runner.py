@@ -120,7 +120,7 @@ def build_model(cfg: RunConfig, plugins: Plugins, device: torch.device, channels
     dataset = registry.dataset(cfg.dataset)
     spec, variant = registry.model(cfg.model)
     torch.manual_seed(cfg.seed)
-    net = spec.build(ModelRequest(dataset.num_classes, dataset.channels, dataset.image_size, variant))
+    net = spec.build(ModelRequest(dataset.num_classes, dataset.channels, dataset.image_size, variant, cfg.frames))
     model = Classifier(net, dataset.mean, dataset.std).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
