@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from dstbench import __version__
 from dstbench.config import FIELDS
-from dstbench.errors import PluginError, UserError
-from dstbench.options import config_options, given
+from dstbench.errors import PluginError
+from dstbench.options import DstbenchGroup, config_options, given
 from dstbench.plugins import Plugins, get_plugins
 from dstbench.report import make_reporter
 
@@ -28,18 +27,6 @@ Examples:
   dstbench run --config recipe.toml --seed 1     settings from a TOML file; flags override it
   dstbench run --out runs/a --resume             continue an interrupted run
 """
-
-
-class DstbenchGroup(click.Group):
-    """Turns `UserError` into click's one-line error with the error's exit code."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = exc.exit_code
-            raise error from None
 
 
 def _plugins(ctx: click.Context) -> Plugins:
@@ -171,33 +158,6 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     make_reporter().result(tables.rows_table("plugins", tables.plugin_rows(loaded)))
 
 
-@click.group(cls=DstbenchGroup)
-def leaderboard() -> None:
-    """Leaderboard entries."""
-
-
-@leaderboard.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def validate(files: tuple[Path, ...]) -> None:
-    """Check entry JSON files against the schema; print each violation with its JSON path.
-
-    Exits with 1 when any file is invalid.
-    """
-    from dstbench.entry import validate_file
-
-    bad = 0
-    for file in files:
-        problems = validate_file(file)
-        bad += bool(problems)
-        for problem in problems:
-            click.echo(f"{file}: {problem}")
-        if not problems:
-            click.echo(f"{file}: ok")
-    if bad:
-        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
-        sys.exit(1)
-
-
 def build_cli(loaded: Plugins) -> click.Group:
     @click.group(cls=DstbenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
     @click.version_option(__version__, prog_name="dstbench")
@@ -212,6 +172,7 @@ def build_cli(loaded: Plugins) -> click.Group:
         ctx.obj = loaded
 
     from dstbench.corrupt_command import corrupt
+    from dstbench.leaderboard import leaderboard
     from dstbench.sparse.command import masks
     from dstbench.sweep import sweep
 

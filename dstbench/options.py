@@ -1,10 +1,12 @@
-"""click options made from `RunConfig`'s fields, shared by every command that takes run settings."""
+"""What the commands share: click options made from `RunConfig`'s fields, and the group that turns user errors
+into one-line messages."""
 
 from __future__ import annotations
 
 import click
 
 from dstbench.config import FIELDS
+from dstbench.errors import UserError
 
 
 def _flag(name: str) -> str:
@@ -33,3 +35,15 @@ def config_options(names: list[str]):
 
 def given(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None and v != ()}
+
+
+class DstbenchGroup(click.Group):
+    """Turns `UserError` into click's one-line error with the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None

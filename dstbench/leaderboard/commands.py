@@ -1,0 +1,37 @@
+"""The `dstbench leaderboard` command group."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dstbench.options import DstbenchGroup
+
+
+@click.group(cls=DstbenchGroup)
+def leaderboard() -> None:
+    """Leaderboard entries."""
+
+
+@leaderboard.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check entry JSON files against the schema; print each violation with its JSON path.
+
+    Exits with 1 when any file is invalid.
+    """
+    from dstbench.entry import validate_file
+
+    bad = 0
+    for file in files:
+        problems = validate_file(file)
+        bad += bool(problems)
+        for problem in problems:
+            click.echo(f"{file}: {problem}")
+        if not problems:
+            click.echo(f"{file}: ok")
+    if bad:
+        click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
+        sys.exit(1)
