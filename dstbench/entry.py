@@ -4,6 +4,9 @@ Field names follow RobustBench where the two overlap (`dataset`, `clean_acc`, `c
 `corruptions_mce`, `additional_data`, `number_forward_passes`); accuracies are numbers in percent. Unlike
 RobustBench, an entry carries the whole corruption × severity matrix, the seed, the sparsity it reached and what
 the training cost.
+
+The schema is versioned (`dstbench.leaderboard.schema_versions` lists the versions): a file is validated against
+the schema of its own `schema_version`, and `load_entry` migrates it to the current one.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -24,7 +27,11 @@ import torch
 
 import dstbench
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # dstbench.leaderboard.schema_versions.CURRENT
+MAX_ENTRY_BYTES = 64 << 20  # a larger file is refused unread
+MAX_DEPTH = 64  # containers within containers; an entry dstbench writes is 5 deep
+MAX_INTEGER = 2**53  # beyond it JSON readers (JavaScript's among them) lose digits
+MESSAGE_LIMIT = 300  # characters of one violation; the validator quotes the offending value
 
 
 @dataclass
@@ -124,6 +131,12 @@ class Entry:
     config: dict[str, Any]
     additional_data: bool = False
     number_forward_passes: int = 1
+    # What a leaderboard submission supplies (`dstbench leaderboard submit`); null in a run's own entry.
+    name: str | None = None  # the entry's leaderboard name and file name
+    link: str | None = None
+    authors: str | None = None
+    venue: str | None = None
+    footnote: str | None = None
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
@@ -145,9 +158,32 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema of an entry version (the current one by default)."""
+    from dstbench.leaderboard import schema_versions
+
+    return schema_versions.schema(version)
+
+
+def _ecma_regex(pattern: str) -> str:
+    """JSON Schema patterns are ECMA-262 regexes, whose `$` matches only at the very end; Python's also matches
+    before a final newline, which would let 'name\\n' through."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+
+
+def _pattern(validator, pattern, instance, _schema):
+    from jsonschema import ValidationError
+
+    if validator.is_type(instance, "string") and not re.search(_ecma_regex(pattern), instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @cache
-def schema() -> dict[str, Any]:
-    return json.loads(resources.files("dstbench").joinpath("entry.schema.json").read_text())
+def _validator(version: int):
+    from jsonschema import Draft202012Validator, validators
+
+    cls = validators.extend(Draft202012Validator, {"pattern": _pattern})
+    return cls(schema(version))
 
 
 def _json_path(parts) -> str:
@@ -155,15 +191,46 @@ def _json_path(parts) -> str:
 
 
 def violations(data: Any) -> list[str]:
-    """Every way `data` breaks the schema or is inconsistent with itself, each as '<JSON path>: <problem>'."""
-    from jsonschema import Draft202012Validator
+    """Every way `data` breaks the schema of its own version or is inconsistent with itself, each as
+    '<JSON path>: <problem>'. Any known version is valid; an unknown or future one is one line saying so."""
+    from dstbench.leaderboard import schema_versions
 
-    validator = Draft202012Validator(schema())
+    unsafe = _unsafe_values(data)
+    if unsafe:
+        return unsafe
+    problem = schema_versions.version_problem(data)
+    if problem:
+        return [_short(problem)]
+    validator = _validator(schema_versions.version_of(data) or SCHEMA_VERSION)
     found = [
-        f"{_json_path(e.absolute_path)}: {e.message}"
+        _short(f"{_json_path(e.absolute_path)}: {e.message}")
         for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     ]
     return found or _inconsistencies(data)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
+
+
+def _unsafe_values(data: Any) -> list[str]:
+    """NaN and infinities (JSON has no such numbers), integers beyond ±2**53 and nesting deeper than MAX_DEPTH,
+    found without recursion: the schema validator recurses, and quotes values in its messages."""
+    found = []
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(f"{_json_path(path)}: NaN and Infinity are not JSON numbers")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+            found.append(f"{_json_path(path)}: an integer beyond ±2**53, which JSON readers cannot hold exactly")
+        elif isinstance(value, (dict, list)):
+            if len(path) >= MAX_DEPTH:
+                found.append(f"{_json_path(path[:3])}…: nested deeper than {MAX_DEPTH} levels")
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((item, (*path, key)) for key, item in reversed(list(items)))
+    return [_short(problem) for problem in found]
 
 
 def _close(a: float, b: float) -> bool:
@@ -185,7 +252,12 @@ def _inconsistencies(data: dict[str, Any]) -> list[str]:
     if data["clean_acc"] and not _close(data["corruptions_acc"] / data["clean_acc"], data["rpc"]):
         found.append("$.rpc: is not corruptions_acc / clean_acc")
     layers = data["sparsity"]["layers"]
-    if layers:
+    for i, layer in enumerate(layers):
+        if layer["numel"] != math.prod(layer["shape"]):
+            found.append(f"$.sparsity.layers[{i}].numel: {layer['numel']} is not the product of its shape")
+        if layer["nonzeros"] > layer["numel"]:
+            found.append(f"$.sparsity.layers[{i}].nonzeros: {layer['nonzeros']} is more than its numel")
+    if layers and not found:
         achieved = 1 - sum(layer["nonzeros"] for layer in layers) / sum(layer["numel"] for layer in layers)
         if not _close(achieved, data["sparsity"]["achieved"]):
             found.append(f"$.sparsity.achieved: {data['sparsity']['achieved']} disagrees with its layers ({achieved})")
@@ -196,11 +268,43 @@ def _no_nan(constant: str) -> None:
     raise ValueError(f"{constant} is not allowed")
 
 
-def validate_file(path: Path) -> list[str]:
+def _read(path: Path) -> tuple[Any, list[str]]:
     try:
-        data = json.loads(path.read_text(), parse_constant=_no_nan)
+        size = path.stat().st_size
+        if size > MAX_ENTRY_BYTES:
+            return None, [f"$: the file has {size:,} bytes, more than an entry may ({MAX_ENTRY_BYTES:,})"]
+        return json.loads(path.read_text(), parse_constant=_no_nan), []
     except FileNotFoundError:
-        return ["$: file does not exist"]
+        return None, ["$: file does not exist"]
+    except RecursionError:
+        return None, ["$: not readable JSON (nested too deeply)"]
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return [f"$: not readable JSON ({exc})"]
-    return violations(data)
+        return None, [f"$: not readable JSON ({exc})"]
+
+
+def validate_file(path: Path) -> list[str]:
+    """The file's violations (empty when it is a valid entry of any known schema version)."""
+    data, problems = _read(path)
+    return problems or violations(data)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A valid entry of any known version as the current version (a new dict)."""
+    from dstbench.leaderboard import schema_versions
+
+    return schema_versions.migrate(data)
+
+
+def load_entry(path: Path) -> dict[str, Any]:
+    """A valid entry file's contents, migrated to SCHEMA_VERSION; a UserError naming the first problem otherwise."""
+    from dstbench.errors import UserError
+
+    data, problems = _read(path)
+    problems = problems or violations(data)
+    if not problems:
+        data = migrate(data)
+        problems = violations(data)  # a migration's result must be valid too
+    if problems:
+        more = f" (and {len(problems) - 1} more; see dstbench leaderboard validate)" if len(problems) > 1 else ""
+        raise UserError(f"{path} is not a valid entry: {problems[0]}{more}")
+    return data

@@ -35,3 +35,14 @@ def validate(files: tuple[Path, ...]) -> None:
     if bad:
         click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
         sys.exit(1)
+
+
+from dstbench.leaderboard.render import render  # noqa: E402
+
+leaderboard.add_command(render)
+
+from dstbench.leaderboard.robustbench import export  # noqa: E402
+from dstbench.leaderboard.submission import submit, verify  # noqa: E402
+
+for _command in (submit, verify, export):
+    leaderboard.add_command(_command)

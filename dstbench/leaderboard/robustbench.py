@@ -1,0 +1,118 @@
+"""`dstbench leaderboard export`: entries as RobustBench `model_info/<dataset>/corruptions/<Name>.json` files.
+
+RobustBench's corruptions leaderboards are CIFAR-10-C, CIFAR-100-C and ImageNet-C, scored as the mean accuracy
+over its 15 benchmark corruptions × severities 1–5 on the whole test set, with accuracies stored as strings. An
+entry fits when it is of one of those datasets, on a suite of the same corruptions (generated or the released
+files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
+exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
+the paper's title there: edit it before a pull request), `reported` is the entry's own number, and RobustBench's
+separate CSV of per-corruption numbers is not written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import fmean
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dstbench.errors import UserError
+
+if TYPE_CHECKING:
+    from dstbench.plugins import Plugins
+
+SUITES = {  # RobustBench dataset -> dstbench suites that score its corruptions
+    "cifar10": ("cifar-c", "cifar10-c-files"),
+    "cifar100": ("cifar-c", "cifar100-c-files"),
+    "imagenet": ("imagenet-c", "imagenet-c-files"),
+}
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _acc(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def setting_misfit(entry: dict[str, Any]) -> str | None:
+    """Why the entry's dataset and suite have no RobustBench corruptions leaderboard, or None."""
+    dataset, suite = entry["dataset"], entry["suite"]
+    if dataset not in SUITES:
+        return f"dataset {dataset!r} has no RobustBench corruptions leaderboard (it has {', '.join(SUITES)})"
+    if suite not in SUITES[dataset]:
+        return f"suite {suite!r} is not a RobustBench corruption set for {dataset} (use {' or '.join(SUITES[dataset])})"
+    return None
+
+
+def cells_misfit(entry: dict[str, Any], benchmark: tuple[str, ...]) -> str | None:
+    """Why the entry lacks what RobustBench scores, or None."""
+    missing = [f"{c} {s}" for c in benchmark for s in SEVERITIES if str(s) not in entry["corruptions"].get(c, {})]
+    if missing:
+        return f"RobustBench averages the {len(benchmark)} benchmark corruptions × severities 1-5; missing {missing[0]}"
+    subset = entry["config"].get("max_test_samples")
+    if subset:
+        return f"it was evaluated on {subset} test samples; RobustBench scores the whole test set"
+    return None
+
+
+def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, Any]:
+    """RobustBench's field names, in its order, for an entry that fits."""
+    grid = entry["corruptions"]
+    mpc = fmean(grid[c][str(s)] for c in benchmark for s in SEVERITIES)
+    return {
+        "link": entry.get("link"),
+        "name": entry.get("name") or entry["run_id"],
+        "authors": entry.get("authors"),
+        "additional_data": entry["additional_data"],
+        "number_forward_passes": entry["number_forward_passes"],
+        "dataset": entry["dataset"],
+        "venue": entry.get("venue"),
+        "architecture": entry["model"],
+        "eps": None,
+        "clean_acc": _acc(entry["clean_acc"]),
+        "reported": _acc(mpc),
+        "corruptions_acc": _acc(mpc),
+        "corruptions_mce": _acc(entry["corruptions_mce"]),
+        "footnote": entry.get("footnote"),
+    }
+
+
+def _benchmark(plugins: Plugins, suite: str) -> tuple[str, ...]:
+    corruptions, _ = plugins.registry.suite(suite).select(("benchmark",), None)
+    return tuple(corruptions)
+
+
+@click.command()
+@click.argument("entries", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write model_info/<dataset>/corruptions/<Name>.json into.",
+)
+@click.pass_context
+def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
+    """Write entries as RobustBench model_info files (CIFAR-10-C, CIFAR-100-C, ImageNet-C entries only).
+
+    An entry that does not fit is named with the reason and skipped; exits with 1 when none was written.
+    """
+    from dstbench.checkpoint import write_json
+    from dstbench.entry import load_entry
+    from dstbench.leaderboard.submission import PATH_PART
+
+    plugins, written = ctx.find_root().obj, 0
+    for path in entries:
+        entry = load_entry(path)
+        name = entry.get("name") or entry["run_id"]
+        reason = setting_misfit(entry) or cells_misfit(entry, _benchmark(plugins, entry["suite"]))
+        if reason is None and not PATH_PART.match(name):
+            reason = f"its name {name!r} cannot be a file name; give it one with dstbench leaderboard submit --name"
+        if reason:
+            click.echo(f"{path}: skipped: {reason}", err=True)
+            continue
+        target = out / "model_info" / entry["dataset"] / "corruptions" / f"{name}.json"
+        write_json(target, model_info(entry, _benchmark(plugins, entry["suite"])))
+        click.echo(f"{path}: {target}")
+        written += 1
+    if not written:
+        raise UserError(f"none of the {len(entries)} entries fits a RobustBench corruptions leaderboard")

@@ -1,0 +1,193 @@
+"""`dstbench leaderboard submit`, `verify` and `export` on a real small run (the session's `finished_run`)."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from entries import make_entry
+
+from dstbench.cli import build_cli
+from dstbench.entry import validate_file, violations
+from dstbench.leaderboard.submission import sampling_tolerance
+
+
+@pytest.fixture(scope="module")
+def cli(plugins):
+    return build_cli(plugins)
+
+
+def invoke(cli, *args):
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["leaderboard", *map(str, args)])  # rich tables unwrapped
+
+
+@pytest.fixture
+def run_dir(finished_run, tmp_path):
+    """A copy of the finished run (digits, 100 test samples, cifar-c-noise at severities 1 and 5) to tamper with."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run.out, copy)
+    return copy
+
+
+@pytest.fixture
+def board(tmp_path):
+    (tmp_path / "leaderboard" / "entries").mkdir(parents=True)
+    return tmp_path / "leaderboard"
+
+
+def edit_entry(run_dir, change):
+    path = run_dir / "entry.json"
+    entry = json.loads(path.read_text())
+    change(entry)
+    assert violations(entry) == []  # a consistent lie: only the checkpoint can expose it
+    path.write_text(json.dumps(entry))
+    return entry
+
+
+def submit(cli, run_dir, board, *args):
+    return invoke(cli, "submit", run_dir, "--leaderboard", board, "--device", "cpu", "--quiet", *args)
+
+
+def refusal(result):
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "does not reproduce" in errors[0] and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def test_submit_checks_the_run_and_writes_the_entry_once(cli, run_dir, board):
+    result = submit(
+        cli, run_dir, board, "--subset", 50, "--name", "Digits2026Dense", "--link", "https://example.org/paper",
+        "--authors", "A. Author, B. Author", "--venue", "Tests 2026",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    target = board / "entries" / "digits" / "cifar-c-noise" / "Digits2026Dense.json"
+    assert validate_file(target) == []
+    written, claimed = json.loads(target.read_text()), json.loads((run_dir / "entry.json").read_text())
+    assert written["name"] == "Digits2026Dense" and written["venue"] == "Tests 2026"
+    assert written["link"] == "https://example.org/paper" and written["authors"] == "A. Author, B. Author"
+    assert {k: written[k] for k in ("clean_acc", "corruptions", "checkpoint")} == {
+        k: claimed[k] for k in ("clean_acc", "corruptions", "checkpoint")
+    }
+    assert "50 of 100 samples" in result.stdout and "differs" not in result.stdout
+    assert "git -C" in result.stdout and "add entries/digits/cifar-c-noise/Digits2026Dense.json" in result.stdout
+
+    again = submit(cli, run_dir, board, "--name", "Digits2026Again")
+    assert again.exit_code == 2 and str(target) in again.stderr and "duplicate" in again.stderr
+    same_name = submit(cli, run_dir, board, "--name", "Digits2026Dense")
+    assert same_name.exit_code == 2 and f"{target} exists" in same_name.stderr
+    assert sorted(p.name for p in board.rglob("*.json")) == ["Digits2026Dense.json"]
+
+
+def test_submit_defaults_to_the_run_id(cli, run_dir, board):
+    result = submit(cli, run_dir, board)
+    assert result.exit_code == 0, result.output
+    assert (board / "entries" / "digits" / "cifar-c-noise" / "digits-digits-cnn-dense-seed0.json").is_file()
+
+
+def test_a_tampered_checkpoint_is_refused(cli, run_dir, board):
+    claimed = json.loads((run_dir / "entry.json").read_text())["checkpoint"]["sha256"]
+    with (run_dir / "model.pt").open("ab") as f:
+        f.write(b"\0")
+    line = refusal(submit(cli, run_dir, board))
+    assert "checkpoint sha256" in line and claimed[:16] in line
+    assert not list(board.rglob("*.json"))
+
+
+def test_claimed_sparsity_is_counted_in_the_checkpoint(cli, run_dir, board):
+    def sparser(entry):
+        layer = entry["sparsity"]["layers"][0]
+        layer["nonzeros"] -= 100
+        layer["density"] = layer["nonzeros"] / layer["numel"]
+        layers = entry["sparsity"]["layers"]
+        entry["sparsity"]["achieved"] = 1 - sum(x["nonzeros"] for x in layers) / sum(x["numel"] for x in layers)
+
+    first = edit_entry(run_dir, sparser)["sparsity"]["layers"][0]
+    line = refusal(submit(cli, run_dir, board))
+    assert f"layer {first['name']}: entry {first['nonzeros']:,} of {first['numel']:,} nonzero" in line
+    assert f"measured {first['nonzeros'] + 100:,} of" in line
+    assert "sparsity (global)" in line
+
+
+def test_claimed_clean_accuracy_is_re_evaluated(cli, run_dir, board):
+    def better(entry):
+        entry["clean_acc"] = min(100.0, entry["clean_acc"] + 5)
+        entry["rpc"] = entry["corruptions_acc"] / entry["clean_acc"]
+
+    entry = edit_entry(run_dir, better)
+    result = submit(cli, run_dir, board)
+    line = refusal(result)
+    measured = entry["clean_acc"] - 5
+    assert f"clean accuracy (100 of 100 samples): entry {entry['clean_acc']:.2f}, measured {measured:.2f}" in line
+    assert "±1.00" in line and "differs" in result.stdout  # the whole test set: only the 1-point floor
+
+
+def test_bad_submission_metadata_is_refused_before_anything_runs(cli, run_dir, board):
+    for args, message in [
+        (["--name", "../../escape"], "name '../../escape' cannot name an entry file"),
+        (["--name", "ok", "--link", "javascript:alert(1)"], "--link: 'javascript:alert(1)' does not match"),
+        (["--name", "ok", "--venue", "x" * 201], "--venue: "),
+    ]:
+        result = submit(cli, run_dir, board, *args)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not list(board.rglob("*.json"))
+    not_a_board = submit(cli, run_dir, board / "entries")
+    assert not_a_board.exit_code == 2 and "has no entries/" in not_a_board.stderr
+
+
+def test_sampling_tolerance():
+    assert sampling_tolerance(90.0, 100, 100) == 1.0  # the whole test set: no sampling error
+    assert sampling_tolerance(50.0, 500, 10000) == pytest.approx(300 * (0.25 / 500 * 9500 / 9999) ** 0.5)
+    assert sampling_tolerance(100.0, 10, 10000) == 1.0
+
+
+def test_verify_compares_every_cell(cli, run_dir, tmp_path):
+    ok = invoke(cli, "verify", run_dir / "entry.json", "--checkpoint", run_dir / "model.pt", "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    assert "every claim reproduces" in ok.stdout and "gaussian_noise" in ok.stdout and "(+0.00)" in ok.stdout
+
+    def worse_shot_noise(entry):
+        row = entry["corruptions"]["shot_noise"]
+        row["5"] = max(0.0, row["5"] - 7)
+        cells = [acc for r in entry["corruptions"].values() for acc in r.values()]
+        entry["corruptions_acc"] = sum(cells) / len(cells)
+        entry["rpc"] = entry["corruptions_acc"] / entry["clean_acc"]
+
+    entry = edit_entry(run_dir, worse_shot_noise)
+    bad = invoke(cli, "verify", run_dir / "entry.json", "--checkpoint", run_dir / "model.pt", "--device", "cpu")
+    line = refusal(bad)
+    claimed = entry["corruptions"]["shot_noise"]["5"]
+    assert f"shot_noise severity 5: entry {claimed:.2f}, measured {claimed + 7:.2f}" in line
+    assert "(+7.00)" in bad.stdout
+
+    other = tmp_path / "other.pt"
+    other.write_bytes((run_dir / "model.pt").read_bytes() + b"x")
+    assert "checkpoint sha256" in refusal(invoke(cli, "verify", run_dir / "entry.json", "--checkpoint", other))
+
+
+def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
+    benchmark, _ = plugins.registry.suite("cifar-c").select(("benchmark",), None)
+    extra, _ = plugins.registry.suite("cifar-c").select(("extra",), None)
+    fits = {**make_entry(corruptions=(*benchmark, *extra), clean=94.0, drop=3.0), "name": "Wu2025Test"}
+    fits.update(link="https://arxiv.org/abs/2410.03030", authors="B. Wu", venue="ICLR 2025")
+    digits = make_entry(dataset="digits", model="digits-cnn", suite="cifar-c-noise")
+    files = []
+    for i, entry in enumerate((fits, digits)):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(entry))
+    result = invoke(cli, "export", *files, "--out", tmp_path / "rb")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "rb" / "model_info" / "cifar10" / "corruptions" / "Wu2025Test.json").read_text())
+    assert list(info) == [
+        "link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue", "architecture",
+        "eps", "clean_acc", "reported", "corruptions_acc", "corruptions_mce", "footnote",
+    ]  # fmt: skip
+    mean15 = sum(fits["corruptions"][c][str(s)] for c in benchmark for s in range(1, 6)) / 75
+    assert info["corruptions_acc"] == f"{mean15:.2f}" != f"{fits['corruptions_acc']:.2f}"  # the 15, not all 19
+    assert info["clean_acc"] == "94.00" and info["eps"] is None and info["architecture"] == "cifar-resnet18"
+    assert info["venue"] == "ICLR 2025" and info["dataset"] == "cifar10" and info["additional_data"] is False
+    assert f"{files[1]}: skipped: dataset 'digits' has no RobustBench corruptions leaderboard" in result.stderr
+
+    none_fit = invoke(cli, "export", files[1], "--out", tmp_path / "rb2")
+    assert none_fit.exit_code == 2 and "none of the 1 entries fits" in none_fit.stderr
+    assert not (tmp_path / "rb2").exists()
