@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything a GPU session checks, in one call (see benchmarks/RESULTS.md for the numbers it produced):
 #   the CUDA-only tests, training throughput (ceiling vs pipeline), sparse algorithms vs dense, corruption speed
-#   vs the reference, and a real `dstbench run` on the GPU. Results land in $OUT (or ./gpu-results).
+#   vs the reference, the video path (decode, r3d_18 dense vs RigL, video-c), and a real `dstbench run` on the GPU. Results land in $OUT (or ./gpu-results).
 # Run from the repository root on a machine with PyTorch and a GPU:  bash benchmarks/gpu_session.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -20,6 +20,8 @@ step "sparse algorithms vs dense"
 timeout 90 python3 benchmarks/dst_throughput.py --epochs 3 --repeats 1 --images 25000 --json "$OUT/dst.json" 2>&1 | tail -50
 step "corruption speed"
 timeout 90 python3 benchmarks/corruption_speed.py --images-32 5000 --images-224 500 --eval-images 5000 --json "$OUT/corruption.json" 2>&1 | tail -80
+step "video: decode, r3d_18 dense vs RigL, video-c"
+timeout 120 python3 benchmarks/video_bench.py --json "$OUT/video.json" 2>&1 | tail -40
 step "dstbench run on the GPU"
 timeout 40 dstbench run --algo rigl --sparsity 0.5 --device cuda --out "$OUT/run" --quiet 2>&1 | tail -12
 step "done"

@@ -273,7 +273,11 @@ def resolve(flags: Mapping[str, Any], config_file: str | Path | None, registry) 
     validate(cfg)
     resolve_device(cfg.device)
     _check(cfg.model is not None, f"dataset '{dataset.name}' has no default model; pass --model")
-    registry.model(cfg.model)
+    model, _ = registry.model(cfg.model)
+    _check(
+        model.modality == dataset.modality,
+        f"model '{cfg.model}' takes {model.modality} input but dataset '{dataset.name}' is {dataset.modality}",
+    )
     _check(cfg.suite is not None, f"dataset '{dataset.name}' has no default corruption suite; pass --suite")
     suite = registry.suite(cfg.suite)
     _check(

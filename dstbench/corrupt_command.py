@@ -96,6 +96,8 @@ def corrupt(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; name a folder")
     suite = plugins.registry.suite(suite_name)
+    if suite.modality != "image":
+        raise UserError(f"dstbench corrupt writes images; suite '{suite_name}' corrupts {suite.modality}")
     names = [name.strip() for text in corruption_names for name in text.split(",") if name.strip()]
     severities = parse_severities(severity_text) if severity_text is not None else None
     corruptions, severities = suite.select(names or None, severities)
@@ -193,6 +195,8 @@ def _dataset_samples(
     if count < 1:
         raise UserError(f"--samples must be at least 1, got {count}")
     spec = plugins.registry.dataset(name)
+    if spec.modality != "image":
+        raise UserError(f"dstbench corrupt writes images; dataset '{name}' holds {spec.modality}")
     test = spec.load(LoadRequest(data_dir.expanduser() if data_dir else None, False, cache_dir(), reporter)).test
     test = test.subset(torch.arange(min(count, len(test))))
     if isinstance(test, StreamImages):

@@ -168,6 +168,8 @@ class TableSuite(CorruptionSuite):
         if severity not in self.severities:
             valid = ", ".join(map(str, self.severities))
             raise UserError(f"suite '{self.name}' has no severity {severity}; choose from: {valid}")
+        if images.ndim == 5:
+            raise UserError(f"suite '{self.name}' corrupts images (N, C, H, W), not video clips; use a video suite")
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(rng):
             raise ValueError(
                 f"expected uint8 (N, C, H, W) images and N streams, got {images.dtype} "
@@ -257,6 +259,7 @@ def _label_bytes(label: str | int) -> bytes:
 # Draws: which part of a stream each method uses. uniform: 0; normal: 1 (radius) and 2 (angle); poisson: 3 + 2r and
 # 4 + 2r, the U and V of PTRS round r (inversion reuses round 0's U: each element uses one method or the other).
 _UNIFORM, _NORMAL, _POISSON = 0, (1, 2), 3
+_FRAME_SALT = 0x6672616D  # "fram": frame keys are not hash32 of small integers, which other keys may be
 
 _INVERSION_TERMS = 40  # counts stop at 40: P(X ≥ 40) < 1e-12 for λ < 10, far below the uniform's 2**-32 resolution
 # A round rejects with probability ≤ 0.25 (λ = 10; 0.12 at λ = 500): all 16 reject with probability < 2.4e-10. On an
@@ -293,6 +296,13 @@ class SampleRNG:
     def __getitem__(self, index: slice | torch.Tensor) -> SampleRNG:
         """The streams of a subset of the samples, e.g. `rng[:64]`: their numbers are unchanged."""
         return SampleRNG(self.keys[index])
+
+    def frames(self, count: int) -> SampleRNG:
+        """Streams for the `count` frames of each sample's clip, N · count of them, clip by clip: frame k of clip i
+        is keyed by hash32(state_i ^ hash32(k ^ salt)), so it depends on the clip's key and k alone, and the frames
+        of a clip get distinct keys."""
+        frame_codes = hash32(torch.arange(count, device=self.keys.device) ^ _FRAME_SALT)
+        return SampleRNG(hash32(self._states[:, None] ^ frame_codes[None, :]).reshape(-1))
 
     def uniform(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
         """float32 (N, *shape), uniform on the open interval (0, 1) with 24-bit resolution."""

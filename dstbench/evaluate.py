@@ -93,7 +93,8 @@ def evaluate(
 
     shard = _shard(data, dist)
     total_work = len(shard) * (1 + len(generated)) + sum(len(_shard(d, dist)) for d in released.values() if d)
-    with reporter.task(f"evaluating on {suite.name}", total=total_work) as task:
+    unit = "clip" if suite.modality == "video" else "img"
+    with reporter.task(f"evaluating on {suite.name}", total=total_work, unit=unit) as task:
         for batch in shard.batches(batch_size, device, train=False):
             score(batch.images, batch.labels, 0)
             for cell in generated:

@@ -122,7 +122,8 @@ def build_model(cfg: RunConfig, plugins: Plugins, device: torch.device, channels
     torch.manual_seed(cfg.seed)
     net = spec.build(ModelRequest(dataset.num_classes, dataset.channels, dataset.image_size, variant, cfg.frames))
     model = Classifier(net, dataset.mean, dataset.std).to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    memory_format = torch.channels_last_3d if dataset.modality == "video" else torch.channels_last
+    return model.to(memory_format=memory_format) if channels_last else model
 
 
 def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:

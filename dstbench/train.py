@@ -179,7 +179,8 @@ class Trainer:
         images_per_epoch = min(len(run.train_data), run.steps_per_epoch * cfg.batch_size) // run.dist.world_size
         run.hooks.run_start(run)
         remaining = images_per_epoch * (cfg.epochs - run.epoch)
-        with run.reporter.task(f"epoch {run.epoch + 1}/{cfg.epochs}", total=remaining) as task:
+        unit = "clip" if self.modality == "video" else "img"
+        with run.reporter.task(f"epoch {run.epoch + 1}/{cfg.epochs}", total=remaining, unit=unit) as task:
             for epoch in range(run.epoch, cfg.epochs):
                 task.describe(f"epoch {epoch + 1}/{cfg.epochs}")
                 stats = self._epoch(run, epoch, task)
@@ -188,7 +189,7 @@ class Trainer:
                 run.hooks.epoch_end(run, stats)
                 run.reporter.info(
                     f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.2f}%  "
-                    f"lr {stats.lr:.4g}  {stats.images_per_s:,.0f} img/s"
+                    f"lr {stats.lr:.4g}  {stats.images_per_s:,.0f} {unit}/s"
                 )
                 if run.checkpoint_path is not None and run.dist.is_main:
                     from dstbench.checkpoint import save_training

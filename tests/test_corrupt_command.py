@@ -150,6 +150,8 @@ BAD_INPUT = [
     (["{tmp}/rgb.png", "--suite", "cifar10-c-files"], "32x32 RGB images, not 15 px ones"),
     (["{tmp}/rgb.png", "--suite", SUITE, "--out", "{tmp}/rgb.png"], "is a file; name a folder"),
     (["{tmp}/rgb.png", "{tmp}/square.png", "--suite", SUITE, "--grid"], "--grid needs images of one size"),
+    (["{tmp}/rgb.png", "--suite", "video-c"], "writes images; suite 'video-c' corrupts video"),
+    (["--suite", SUITE, "--dataset", "moving-digits"], "writes images; dataset 'moving-digits' holds video"),
 ]
 
 

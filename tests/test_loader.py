@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -82,3 +83,64 @@ def test_clips_get_one_crop_and_flip_for_all_frames():
     data = TensorImages(clips, torch.arange(4), augment=Augment(crop_padding=2, hflip=True))
     batch = next(data.batches(4, CPU, train=True, generator=torch.Generator().manual_seed(0)))
     assert batch.images.shape == (4, 3, 5, 8, 6)
+
+
+def _views(n=6, k=3):
+    """Clips (N, K, 1, 2, 4, 4) whose every pixel is 10 * sample + view, so a batch tells which view it got."""
+    value = 10 * torch.arange(n)[:, None] + torch.arange(k)
+    return value[:, :, None, None, None, None].expand(n, k, 1, 2, 4, 4).to(torch.uint8).contiguous()
+
+
+def _epoch_views(data, seed):
+    batches = list(data.batches(4, CPU, train=True, generator=torch.Generator().manual_seed(seed)))
+    ids = torch.cat([b.ids for b in batches])
+    values = torch.cat([b.images[:, 0, 0, 1, 1] for b in batches]).long()  # a pixel the crop keeps
+    assert torch.equal(values // 10, ids)  # each sample brings a view of its own clips
+    return ids, values % 10
+
+
+def test_training_views_one_per_sample_every_view_used_and_seeded():
+    data = TensorImages(_views(), torch.arange(6), augment=Augment(crop_padding=1))
+    assert data.num_views == 3 and len(data) == 6
+    ids, views = _epoch_views(data, 0)
+    assert sorted(ids.tolist()) == list(range(6))  # an epoch is still N samples
+    assert next(data.batches(4, CPU, train=True, generator=torch.Generator())).images.shape == (4, 1, 2, 4, 4)
+    ids_again, views_again = _epoch_views(data, 0)
+    assert torch.equal(ids, ids_again) and torch.equal(views, views_again)
+    seen = set()
+    for seed in range(1, 21):
+        ids, views = _epoch_views(data, seed)
+        seen |= set(zip(ids.tolist(), views.tolist(), strict=True))
+    assert seen == {(i, k) for i in range(6) for k in range(3)}
+
+
+def test_evaluating_views_reads_the_middle_view():
+    for k, middle in ((3, 1), (4, 2)):
+        data = TensorImages(_views(5, k), torch.arange(5))
+        (batch,) = list(data.batches(8, CPU, train=False))
+        assert batch.images.shape == (5, 1, 2, 4, 4)
+        assert batch.images[:, 0, 0, 0, 0].tolist() == [10 * i + middle for i in range(5)]
+
+
+def test_views_subset_keeps_its_views_and_ids():
+    data = TensorImages(_views(), torch.arange(6)).subset(torch.tensor([4, 1]))
+    assert data.num_views == 3 and data.ids.tolist() == [4, 1]
+    _, views = _epoch_views(data, 0)
+    assert set(views.tolist()) <= {0, 1, 2}
+
+
+def test_single_clip_training_draws_no_view_numbers():
+    clips = torch.randint(0, 256, (6, 1, 2, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    data = TensorImages(clips, torch.arange(6), augment=Augment(crop_padding=1, hflip=True))
+    generator = torch.Generator().manual_seed(0)
+    list(data.batches(4, CPU, train=True, generator=generator))
+    expected = torch.Generator().manual_seed(0)
+    torch.randperm(6, generator=expected)  # order, crop offsets, flips: the draws of an epoch without views
+    torch.randint(0, 3, (6, 2), generator=expected)
+    torch.rand(6, generator=expected)
+    assert torch.equal(generator.get_state(), expected.get_state())  # runs of image data replay as before
+
+
+def test_images_of_other_ranks_are_refused():
+    with pytest.raises(ValueError, match="views of clips"):
+        TensorImages(torch.zeros(2, 1, 1, 1, 1, 1, 1, dtype=torch.uint8), torch.zeros(2))

@@ -202,3 +202,9 @@ def test_corrupt_rejects_bad_calls():
         SUITE.corrupt(images.float(), "shot_noise", 1, rng)
     with pytest.raises(ValueError):
         SUITE.corrupt(images, "shot_noise", 1, SampleRNG(torch.arange(3)))
+
+
+def test_clips_are_refused_with_a_pointer_to_video_suites():
+    clips = torch.zeros(2, 3, 4, 32, 32, dtype=torch.uint8)
+    with pytest.raises(UserError, match="corrupts images .* not video clips; use a video suite"):
+        SUITE.corrupt(clips, "gaussian_noise", 1, SampleRNG.for_samples(0, "test", ids=torch.arange(2)))

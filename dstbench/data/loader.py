@@ -1,7 +1,8 @@
 """Splits of uint8 images and the batches a trainer or evaluator reads from them.
 
-`TensorImages` holds a whole split as one (N, C, H, W) uint8 tensor. When it sits on the GPU, an epoch costs one
-host-to-device copy of the epoch's random numbers; cropping and flipping run batched on the device.
+`TensorImages` holds a whole split as one (N, C, H, W) uint8 tensor, or clips (N, C, T, H, W), or several clips
+("views") of each training video (N, K, C, T, H, W). When it sits on the GPU, an epoch costs one host-to-device copy
+of the epoch's random numbers; picking a view, cropping and flipping run batched on the device.
 `StreamImages` reads a split that does not fit (ImageNet) through a `DataLoader` with worker processes.
 Both yield `Batch`es whose `ids` identify each sample across subsets, so corruptions are seeded per sample.
 """
@@ -73,6 +74,10 @@ class ImageData(abc.ABC):
 
 
 class TensorImages(ImageData):
+    """A split held in one uint8 tensor. With views (N, K, C, T, H, W), a training epoch still has N samples, each
+    one of its K clips drawn at random; evaluation reads view K // 2 (the centre clip when the views are evenly
+    spread and K is odd, the one just after the centre when K is even)."""
+
     def __init__(
         self,
         images: torch.Tensor,
@@ -81,9 +86,10 @@ class TensorImages(ImageData):
         augment: Augment | None = None,
         ids: torch.Tensor | None = None,
     ):
-        if images.dtype != torch.uint8 or images.ndim not in (4, 5):
+        if images.dtype != torch.uint8 or images.ndim not in (4, 5, 6):
             raise ValueError(
-                f"images must be uint8 (N, C, H, W), or clips (N, C, T, H, W), got {images.dtype} {tuple(images.shape)}"
+                "images must be uint8 (N, C, H, W), clips (N, C, T, H, W) or views of clips (N, K, C, T, H, W), "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -98,6 +104,11 @@ class TensorImages(ImageData):
     @property
     def labels(self) -> torch.Tensor:
         return self._labels.cpu()
+
+    @property
+    def num_views(self) -> int:
+        """K, the clips held per sample: 1 unless the images are views (N, K, C, T, H, W)."""
+        return self.images.shape[1] if self.images.ndim == 6 else 1
 
     def subset(self, positions: torch.Tensor) -> TensorImages:
         positions = positions.to(self.images.device)
@@ -129,21 +140,27 @@ class TensorImages(ImageData):
             offsets = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator)
             flips = torch.rand(n, generator=generator) < 0.5 if aug.hflip else torch.zeros(n, dtype=torch.bool)
             offsets, flips = offsets.to(device, non_blocking=True), flips.to(device, non_blocking=True)
+            # Drawn only for views, so that the random numbers of single-clip data stay as they were.
+            views = torch.randint(0, self.num_views, (n,), generator=generator) if self.num_views > 1 else None
         else:
             order = torch.arange(n)
+            views = torch.full((n,), self.num_views // 2) if self.num_views > 1 else None
         order = order.to(self.images.device, non_blocking=True)
+        if views is not None:
+            views = views.to(self.images.device, non_blocking=True)
         share = batch_size // processes
         for b in range(self.num_batches(batch_size, train=train, processes=processes)):
             start = b * batch_size + rank * share
             end = start + share if processes > 1 else (b + 1) * batch_size
             sel = order[start:end]
-            images, labels, ids = self.images[sel], self._labels[sel], self.ids[sel]
+            span = slice(start, start + len(sel))
+            images = self.images[sel] if views is None else self.images[sel, views[span]]
+            labels, ids = self._labels[sel], self.ids[sel]
             if pin:
                 images, labels, ids = images.pin_memory(), labels.pin_memory(), ids.pin_memory()
             images = images.to(device, non_blocking=True)
             labels, ids = labels.to(device, non_blocking=True), ids.to(device, non_blocking=True)
             if aug.crop_padding or aug.hflip:
-                span = slice(start, start + len(images))
                 images = crop_and_flip(images, aug.crop_padding, offsets[span], flips[span])
             yield Batch(images, labels, ids)
 
