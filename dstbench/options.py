@@ -3,6 +3,8 @@ into one-line messages."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from dstbench.config import FIELDS
@@ -31,6 +33,16 @@ def config_options(names: list[str]):
         return command
 
     return decorate
+
+
+LEADERBOARD_DIR = click.option(
+    "--leaderboard",
+    "leaderboard_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("leaderboard"),
+    show_default=True,
+    help="The leaderboard folder of your checkout (it holds entries/).",
+)
 
 
 def given(values: dict) -> dict:

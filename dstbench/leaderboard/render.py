@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import click
 
 from dstbench.errors import UserError
+from dstbench.options import LEADERBOARD_DIR
 
 BASELINE_ALGORITHM = "dense"
 MEAN_MARK = "†"  # on a Δ measured against the mean of the dense seeds, not the same seed
@@ -530,14 +531,7 @@ def write_board(leaderboard_dir: Path, out_dir: Path) -> tuple[Path, Path, int, 
 
 
 @click.command()
-@click.option(
-    "--leaderboard",
-    "leaderboard_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("leaderboard"),
-    show_default=True,
-    help="Folder whose entries/ holds the entry JSON files.",
-)
+@LEADERBOARD_DIR
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

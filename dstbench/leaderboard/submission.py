@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dstbench.errors import UserError
-from dstbench.options import config_options, given
+from dstbench.options import LEADERBOARD_DIR, config_options, given
 
 if TYPE_CHECKING:
     from dstbench.evaluate import EvalResult
@@ -335,14 +335,7 @@ Example:
 @click.option("--authors", help="Authors, as one line.")
 @click.option("--venue", help="Where it is published, e.g. 'ICLR 2025'.")
 @click.option("--footnote", help="A remark shown with the entry.")
-@click.option(
-    "--leaderboard",
-    "leaderboard_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("leaderboard"),
-    show_default=True,
-    help="The leaderboard folder of your checkout (it holds entries/).",
-)
+@LEADERBOARD_DIR
 @click.option(
     "--subset",
     type=click.IntRange(min=2),

@@ -2,14 +2,16 @@
 the parameters of their `create_mini_kinetics_c.py` (224-px frames).
 
 Per-frame corruptions run on the N · T frames of a batch, per-clip ones on whole clips, both batched on the clips'
-device. Codec corruptions go through PyAV on the CPU, one clip at a time, cached on disk (`ClipCache`), and come
+device. Codec corruptions go through PyAV on the CPU, clips in parallel threads, cached on disk (`ClipCache`), and come
 back to the clips' device. Every clip draws its randomness from its own `SampleRNG` stream (its frames from
 `SampleRNG.frames`), so a corrupted clip does not depend on the batch it is in or on the device.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ CODEC_CORRUPTIONS: dict[str, tuple[Callable[[np.ndarray, object, codec.Uniform],
     "frame_rate": (codec.frame_rate, (20, 16, 12, 9, 6), False),
     "packet_loss": (codec.packet_loss, (1, 2, 3, 4, 6), True),
 }
+CODEC_THREADS = os.cpu_count() or 1
 SUBSETS = {
     "frame": FRAME_SUITE.corruptions,
     "clip": tuple(CLIP_CORRUPTIONS),
@@ -88,15 +91,17 @@ class VideoSuite(CorruptionSuite):
         parameter = parameters[severity - 1]
         frames = clips.permute(0, 2, 3, 4, 1).cpu().numpy()  # (N, T, H, W, 3)
         keys = rng.keys.cpu()
-        out = np.empty_like(frames)
-        for i, clip in enumerate(frames):
+
+        def one(i: int) -> np.ndarray:
             streams = SampleRNG(keys[i : i + 1])
 
-            def uniform(count: int, index: int, streams: SampleRNG = streams) -> np.ndarray:
+            def uniform(count: int, index: int) -> np.ndarray:
                 return streams.uniform((count,), stream=index)[0].to(torch.float64).numpy()
 
             key = int(keys[i]) & 0xFFFFFFFF if random else None
-            out[i] = self.cache.get(
-                clip, corruption, severity, key, lambda c=clip, u=uniform: function(c, parameter, u)
-            )
+            return self.cache.get(frames[i], corruption, severity, key, lambda: function(frames[i], parameter, uniform))
+
+        # FFmpeg releases the GIL and each encoder runs one thread (for reproducible bytes): clips go in parallel.
+        with ThreadPoolExecutor(CODEC_THREADS) as pool:
+            out = np.stack(list(pool.map(one, range(len(frames)))))
         return torch.from_numpy(out).permute(0, 4, 1, 2, 3).contiguous().to(clips.device)
