@@ -85,6 +85,17 @@ def test_submit_defaults_to_the_run_id(cli, run_dir, board):
     assert (board / "entries" / "digits" / "cifar-c-noise" / "digits-digits-cnn-dense-seed0.json").is_file()
 
 
+def test_checkpoint_url_is_where_the_entry_points_and_the_sha256_still_pins_it(cli, run_dir, board):
+    bad = submit(cli, run_dir, board, "--checkpoint-url", "javascript:alert(1)")
+    assert bad.exit_code == 2 and "--checkpoint-url must be an http(s) URL" in bad.stderr
+    url = "https://example.org/models/digits-dense.pt"
+    result = submit(cli, run_dir, board, "--checkpoint-url", url)
+    assert result.exit_code == 0, result.output
+    written = json.loads(next(board.rglob("*.json")).read_text())
+    claimed = json.loads((run_dir / "entry.json").read_text())
+    assert written["checkpoint"] == {"file": url, "sha256": claimed["checkpoint"]["sha256"]}
+
+
 def test_a_tampered_checkpoint_is_refused(cli, run_dir, board):
     claimed = json.loads((run_dir / "entry.json").read_text())["checkpoint"]["sha256"]
     with (run_dir / "model.pt").open("ab") as f:

@@ -246,8 +246,13 @@ def _metadata(entry: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]
     """The entry with the submission fields given on the command line; a UserError naming a bad one."""
     from dstbench.entry import violations
 
+    url = metadata.pop("checkpoint_url", None)
     entry = {**entry, **given(metadata)}
     entry["name"] = entry["name"] or entry["run_id"]
+    if url is not None:  # where readers download the model; the sha256 still pins which file it must be
+        if not re.fullmatch(r"https?://\S{1,192}", url):
+            raise UserError(f"--checkpoint-url must be an http(s) URL of at most 200 characters, got {url!r}")
+        entry["checkpoint"] = {**entry["checkpoint"], "file": url}
     for key in ("name", "dataset", "suite"):  # they become path parts: never '..', '/' or a hidden name
         if not PATH_PART.match(entry[key]):
             hint = "; pass --name" if key == "name" and "name" not in given(metadata) else ""
@@ -335,6 +340,7 @@ Example:
 @click.option("--authors", help="Authors, as one line.")
 @click.option("--venue", help="Where it is published, e.g. 'ICLR 2025'.")
 @click.option("--footnote", help="A remark shown with the entry.")
+@click.option("--checkpoint-url", help="Where the published model.pt can be downloaded (http or https).")
 @LEADERBOARD_DIR
 @click.option(
     "--subset",
@@ -348,14 +354,15 @@ Example:
 def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int, **options) -> None:
     from dstbench.entry import load_entry
 
-    metadata = {key: options.pop(key) for key in ("name", "link", "authors", "venue", "footnote")}
-    entry = _metadata(load_entry(run_dir / "entry.json"), metadata)
+    metadata = {key: options.pop(key) for key in ("name", "link", "authors", "venue", "footnote", "checkpoint_url")}
+    claimed = load_entry(run_dir / "entry.json")
+    model_path = run_dir / Path(claimed["checkpoint"]["file"]).name
+    entry = _metadata(claimed, metadata)
     entries_dir = leaderboard_dir / "entries"
     if not entries_dir.is_dir():
         raise UserError(f"{leaderboard_dir} is not a leaderboard folder (it has no entries/); pass --leaderboard DIR")
     target = entries_dir / entry["dataset"] / entry["suite"] / f"{entry['name']}.json"
     _refuse_duplicates(entries_dir, entry, target)
-    model_path = run_dir / Path(entry["checkpoint"]["file"]).name
     check = reproduce(ctx.find_root().obj, entry, model_path, subset, given(options))
     checks = check.checks
     if check.result is not None:
