@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from dstbench.entry import violations
 from dstbench.leaderboard import leaderboard
-from dstbench.leaderboard.render import LoadedEntry, build_board, http_url, load_entries, render_html, render_markdown
+from dstbench.leaderboard.board import LoadedEntry, build_board, http_url, load_entries
+from dstbench.leaderboard.render import render_html, render_markdown
 
 PWNED = "window.pwned=1"  # what the hostile entry's text would run, were it ever executed
 HOSTILE = {
