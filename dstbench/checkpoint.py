@@ -29,21 +29,24 @@ MODEL_FORMAT = "dstbench-model"
 VERSION = 1
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` and rename tmp over `path`."""
+def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None) -> None:
+    """Call `write(tmp)` and rename tmp over `path`. The file keeps mkstemp's private 0600 unless `mode` is given
+    (0o644 for a file to publish or commit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"))
+def write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"), mode)
 
 
 def sha256(path: Path) -> str:

@@ -263,6 +263,7 @@ def test_empty_board_renders_a_friendly_page_and_a_missing_folder_is_an_error(tm
     readme, html = rendered(tmp_path / "out")
     assert "No entries yet" in readme and page_data(html)["tables"] == []
     assert not list((tmp_path / "out").rglob("*.tmp"))  # the atomic writes left no temporary files
+    assert {path.stat().st_mode & 0o777 for path in (tmp_path / "out").rglob("*.*")} == {0o644}  # to publish
 
     missing = render(tmp_path / "nowhere")
     assert missing.exit_code == 2 and "no entries folder at" in missing.output

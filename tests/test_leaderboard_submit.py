@@ -63,6 +63,7 @@ def test_submit_checks_the_run_and_writes_the_entry_once(cli, run_dir, board):
     assert result.exit_code == 0, result.output
     target = board / "entries" / "digits" / "cifar-c-noise" / "Digits2026Dense.json"
     assert validate_file(target) == []
+    assert target.stat().st_mode & 0o777 == 0o644  # a file to commit, not mkstemp's private 0600
     written, claimed = json.loads(target.read_text()), json.loads((run_dir / "entry.json").read_text())
     assert written["name"] == "Digits2026Dense" and written["venue"] == "Tests 2026"
     assert written["link"] == "https://example.org/paper" and written["authors"] == "A. Author, B. Author"

@@ -129,11 +129,7 @@ def render_html(board: Board) -> str:
 def _write(path: Path, text: str) -> None:
     from dstbench.checkpoint import atomic_write
 
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(text.encode())
-        tmp.chmod(0o644)  # a page to publish, not mkstemp's private 0600
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: tmp.write_bytes(text.encode()), mode=0o644)  # a page to publish
 
 
 def write_board(leaderboard_dir: Path, out_dir: Path) -> tuple[Path, Path, int, list[str]]:

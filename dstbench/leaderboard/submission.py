@@ -292,16 +292,6 @@ def _refuse_duplicates(entries_dir: Path, entry: dict[str, Any], target: Path) -
             )
 
 
-def _write_entry(target: Path, entry: dict[str, Any]) -> None:
-    from dstbench.checkpoint import atomic_write
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(entry, indent=2, allow_nan=False) + "\n")
-        tmp.chmod(0o644)  # a file to commit, not mkstemp's private 0600
-
-    atomic_write(target, write)
-
-
 def _commit_hint(leaderboard_dir: Path, target: Path, entry: dict[str, Any]) -> str:
     relative = target.relative_to(leaderboard_dir).as_posix()
     board = shlex.quote(str(leaderboard_dir))
@@ -352,6 +342,7 @@ Example:
 @config_options(EVAL_OPTIONS)
 @click.pass_context
 def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int, **options) -> None:
+    from dstbench import checkpoint
     from dstbench.entry import load_entry
 
     metadata = {key: options.pop(key) for key in ("name", "link", "authors", "venue", "footnote", "checkpoint_url")}
@@ -369,7 +360,7 @@ def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int
         checks += _subset_accuracy_checks(entry, check.result, check.samples)
     Console().print(checks_table(f"{run_dir / 'entry.json'}: the claims, re-checked", checks))
     _refuse(checks, f"the entry of {run_dir}")
-    _write_entry(target, entry)
+    checkpoint.write_json(target, entry, mode=0o644)  # a file to commit
     click.echo(f"wrote {target}")
     click.echo(_commit_hint(leaderboard_dir, target, entry))
 
