@@ -177,6 +177,19 @@ def test_codec_results_are_cached_and_damaged_entries_rebuilt(tmp_path, clips, m
     assert len(encodes) == 8 and len(list((tmp_path / "packet_loss").iterdir())) == 6
 
 
+@pytest.mark.parametrize("corruption", CODEC_CORRUPTIONS)
+def test_codec_bytes_are_the_same_every_time(corruption):
+    """Without the cache: encoders must not vary run to run (x264's mb-tree did, at every size, and so did x265 on
+    a frame of a single coding tree unit), or a clip's corruption and an entry's accuracy depend on the run."""
+    function, parameters, _ = CODEC_CORRUPTIONS[corruption]
+    uniform = lambda count, stream: (np.arange(count) * 0.6180339887 + 0.1 * stream) % 1  # noqa: E731  fixed draws
+    for size in (32, 64, 96):
+        clips = torch.cat([moving_clips(2, size=size), moving_clips(2, size=size, grain=4.0)])
+        for clip in clips.permute(0, 2, 3, 4, 1).numpy():
+            outputs = {function(clip, parameters[2], uniform).tobytes() for _ in range(3)}
+            assert len(outputs) == 1, (corruption, size)
+
+
 def test_a_clip_that_does_not_decode_keeps_its_frames():
     clip = moving_clips(1)[0].permute(1, 2, 3, 0).numpy()
     every_byte = codec.bit_error(clip, 1, lambda count, stream: np.zeros(count))  # every payload byte replaced

@@ -16,7 +16,7 @@ from dstbench.checkpoint import atomic_write
 
 __all__ = ["ClipCache", "default_cache_dir"]
 
-FORMAT = "1"  # bump when a corruption's output changes, so that old entries are not reused
+FORMAT = "2"  # bump when a corruption's output changes, so that old entries are not reused
 _DIGEST_BYTES = 32
 
 

@@ -66,8 +66,19 @@ def _pad(clip: np.ndarray, align: int) -> np.ndarray:
     return np.pad(clip, ((0, 0), (0, height - h), (0, width - w), (0, 0)), mode="edge")
 
 
+def _reproducible(codec: str, height: int, width: int) -> dict[str, str]:
+    """Encoder options that make the bytes the same on every run: one thread each; for x264 no mb-tree, and for
+    x265 a coding tree unit smaller than the frame (measured: x264's mb-tree, and x265 on a frame of one CTU, give
+    other bytes on repeated encodes of the same clip). At the usual 112-224 px x265 keeps its default 64 px CTU."""
+    if codec == "libx264":
+        return {"threads": "1", "x264-params": "mbtree=0"}
+    ctu = next(side for side in (64, 32, 16) if side < min(height, width))  # frames are padded to >= 32 px
+    return {"x265-params": f"{X265_PARAMS}:ctu={ctu}"}
+
+
 def encode(clip: np.ndarray, codec: str, options: dict[str, str], fps: int = SOURCE_FPS) -> Stream:
-    """Encode a uint8 (T, H, W, 3) clip as yuv420p with `codec` (libx264 or libx265) and its options."""
+    """Encode a uint8 (T, H, W, 3) clip as yuv420p with `codec` (libx264 or libx265), its options and the options
+    that make its bytes reproducible."""
     import av
     from av.codec.context import Flags
 
@@ -75,7 +86,7 @@ def encode(clip: np.ndarray, codec: str, options: dict[str, str], fps: int = SOU
     context: Any = av.CodecContext.create(codec, "w")
     context.height, context.width = frames.shape[1:3]
     context.pix_fmt, context.time_base, context.framerate = "yuv420p", Fraction(1, fps), fps
-    context.options = dict(options)
+    context.options = {**options, **_reproducible(codec, *frames.shape[1:3])}
     context.flags |= Flags.global_header
     packets = []
     for index, frame in enumerate(frames):
@@ -129,13 +140,14 @@ def _round_trip(clip: np.ndarray, codec: str, options: dict[str, str]) -> np.nda
 
 
 def h264_crf(clip: np.ndarray, crf: int, uniform: Uniform) -> np.ndarray:
-    """`ffmpeg -vcodec libx264 -crf c`: x264's default preset, constant rate factor c."""
-    return _round_trip(clip, "libx264", {"crf": str(crf), "threads": "1"})
+    """`ffmpeg -vcodec libx264 -crf c`: x264's default preset, constant rate factor c (mb-tree off, see
+    `_reproducible`)."""
+    return _round_trip(clip, "libx264", {"crf": str(crf)})
 
 
 def h265_crf(clip: np.ndarray, crf: int, uniform: Uniform) -> np.ndarray:
     """`ffmpeg -vcodec libx265 -crf c`."""
-    return _round_trip(clip, "libx265", {"crf": str(crf), "x265-params": X265_PARAMS})
+    return _round_trip(clip, "libx265", {"crf": str(crf)})
 
 
 def frame_rate(clip: np.ndarray, fps: int, uniform: Uniform) -> np.ndarray:
@@ -146,7 +158,7 @@ def frame_rate(clip: np.ndarray, fps: int, uniform: Uniform) -> np.ndarray:
     low_rate = -(-frames * fps // SOURCE_FPS)
     picks = np.minimum(np.floor(np.arange(low_rate) * SOURCE_FPS / fps + 0.5).astype(np.int64), frames - 1)
     shown = (np.arange(frames) * fps) // SOURCE_FPS
-    coded = decode(encode(clip[picks], "libx265", {"x265-params": X265_PARAMS}, fps), low_rate, *clip.shape[1:3])
+    coded = decode(encode(clip[picks], "libx265", {}, fps), low_rate, *clip.shape[1:3])
     return coded[shown]
 
 
