@@ -94,27 +94,21 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
       dstbench eval runs/digits-digits-cnn-dense-seed0
       dstbench eval runs/x/model.pt --severities 5 --entry sev5.json
     """
-    from dstbench import checkpoint, config, runner, tables
+    from dstbench import checkpoint, runner, tables
     from dstbench.train import TrainResult
 
     plugins = _plugins(ctx)
     model_path = path / "model.pt" if path.is_dir() else path
     saved = checkpoint.load_model(model_path)
-    cfg = config.resolve({**saved["config"], "out": None, "resume": False, **given(flags)}, None, plugins.registry)
-    reporter = make_reporter(cfg.quiet)
-    device = config.resolve_device(cfg.device)
-    channels_last = runner.use_channels_last(cfg, device)
-    model = runner.build_model(cfg, plugins, device, channels_last)
-    model.load_state_dict(saved["model"])
-    algorithm = plugins.registry.algorithm(cfg.algo).from_config(cfg)
-    data = runner.load_data(cfg, plugins, reporter, device)
-    suite = runner.prepare_suite(cfg, plugins, data, reporter)
-    evaluation = runner.evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)
+    again = runner.reevaluate(saved, given(flags), plugins)
+    algorithm = plugins.registry.algorithm(again.cfg.algo).from_config(again.cfg)
     result = TrainResult.from_dict(saved["training"])
-    entry = runner.make_entry(cfg, plugins, model, algorithm, result, evaluation, model_path, device, None)
+    entry = runner.make_entry(
+        again.cfg, plugins, again.model, algorithm, result, again.evaluation, model_path, again.device, None
+    )
     if entry_path:
         runner.write_entry(entry_path, entry)
-    reporter.result(tables.results(entry.to_dict()))
+    again.reporter.result(tables.results(entry.to_dict()))
 
 
 @click.command(name="list")

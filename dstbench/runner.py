@@ -254,6 +254,36 @@ def evaluate_model(
     return result, mce
 
 
+@dataclass
+class Reevaluated:
+    """A saved model evaluated again: the config it ran with, the model, and what `evaluate_model` returned."""
+
+    cfg: RunConfig
+    model: torch.nn.Module
+    device: torch.device
+    evaluation: tuple[EvalResult, float | None]
+    test_samples: int
+    reporter: Reporter
+
+
+def reevaluate(saved: dict, overrides: dict, plugins: Plugins) -> Reevaluated:
+    """Evaluate a model file's contents (`checkpoint.load_model`) with its own config, `overrides` on top (another
+    suite, severities, device, ...); what `dstbench eval` and the leaderboard's checks do."""
+    from dstbench.config import resolve
+    from dstbench.report import make_reporter
+
+    cfg = resolve({**saved["config"], "out": None, "resume": False, **overrides}, None, plugins.registry)
+    reporter = make_reporter(cfg.quiet)
+    device = resolve_device(cfg.device)
+    channels_last = use_channels_last(cfg, device)
+    model = build_model(cfg, plugins, device, channels_last)
+    model.load_state_dict(saved["model"])
+    data = load_data(cfg, plugins, reporter, device)
+    suite = prepare_suite(cfg, plugins, data, reporter)
+    evaluation = evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)
+    return Reevaluated(cfg, model, device, evaluation, len(data.test), reporter)
+
+
 def read_baseline(path: str) -> dict[str, dict[int, float]]:
     import json
 

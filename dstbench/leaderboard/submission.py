@@ -136,8 +136,7 @@ def reproduce(
     plugins: Plugins, entry: dict[str, Any], model_path: Path, samples: int | None, runtime: dict[str, Any]
 ) -> Reevaluation:
     """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used)."""
-    from dstbench import checkpoint, config, runner
-    from dstbench.report import make_reporter
+    from dstbench import checkpoint, runner
 
     checks = [_checkpoint_check(entry, model_path)]
     if not checks[0].ok:
@@ -150,9 +149,6 @@ def reproduce(
     population = ev["test_samples"]
     n = min(samples or population, population)
     overrides = {
-        **saved["config"],
-        "out": None,
-        "resume": False,
         "baseline": None,  # mCE is not re-checked: it derives from another entry's numbers
         "suite": ev["suite"],
         "corruptions": ev["corruptions"],
@@ -163,17 +159,11 @@ def reproduce(
         "quiet": False,
         **runtime,
     }
-    cfg = config.resolve(overrides, None, plugins.registry)
-    reporter = make_reporter(cfg.quiet)
-    device = config.resolve_device(cfg.device)
-    channels_last = runner.use_channels_last(cfg, device)
-    model = runner.build_model(cfg, plugins, device, channels_last)
-    model.load_state_dict(saved["model"])
-    checks += _sparsity_checks(entry, model)
-    data = runner.load_data(cfg, plugins, reporter, device)
-    checks.append(Check("test samples evaluated", f"{n:,}", f"{len(data.test):,}", "equal", len(data.test) == n))
-    suite = runner.prepare_suite(cfg, plugins, data, reporter)
-    result, _ = runner.evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)
+    again = runner.reevaluate(saved, overrides, plugins)
+    checks += _sparsity_checks(entry, again.model)
+    tested = again.test_samples
+    checks.append(Check("test samples evaluated", f"{n:,}", f"{tested:,}", "equal", tested == n))
+    result, _ = again.evaluation
     return Reevaluation(checks, result, n)
 
 
