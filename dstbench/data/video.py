@@ -139,6 +139,18 @@ def _too_short(path: str | Path, num_frames: int, frames: int) -> UserError:
     return UserError(f"video {path} has {num_frames} frames, fewer than the {frames} of a clip; {SKIP_HINT}")
 
 
+def _frame_count(container: av.container.InputContainer, stream: Any, path: str | Path, frames: int) -> int:
+    """The container's frame count, else its packets counted without decoding (then rewound); a video of fewer
+    than `frames` frames is refused."""
+    count = stream.frames
+    if not count:
+        count = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0)
+    if count < frames:
+        raise _too_short(path, count, frames)
+    return count
+
+
 def _resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
     scale = short_side / min(height, width)
     return max(short_side, round(height * scale)), max(short_side, round(width * scale))
@@ -154,11 +166,7 @@ def _clip_frames(
 
     with _open(path) as container:
         stream = _video_stream(container, path)
-        known = num_frames or stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-        if known < spec.frames:
-            raise _too_short(path, known, spec.frames)
-        if not num_frames and not stream.frames:
-            container.seek(0)
+        known = num_frames or _frame_count(container, stream, path, spec.frames)
         clips = [clip_frame_indices(known, spec.frames, spec.stride, position) for position in positions]
         wanted = set().union(*clips)
         reformatter = VideoReformatter()  # keeps its scaler between frames, where `frame.to_ndarray` makes one each
@@ -218,10 +226,7 @@ def probe_video(path: str | Path, frames: int) -> int:
     def probe() -> int:
         with _open(path) as container:
             stream = _video_stream(container, path)
-            num_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            if num_frames < frames:
-                raise _too_short(path, num_frames, frames)
-            container.seek(0)
+            num_frames = _frame_count(container, stream, path, frames)
             if next(iter(container.decode(stream)), None) is None:
                 raise UserError(f"video {path}: not one frame decodes; {SKIP_HINT}")
             return num_frames
