@@ -8,6 +8,7 @@ size, data order or device, and the same for every model evaluated with the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -256,15 +257,9 @@ def _label_bytes(label: str | int) -> bytes:
     return len(text).to_bytes(4, "little") + text  # length-prefixed, so ('ab', 'c') and ('a', 'bc') differ
 
 
-# Draws: which part of a stream each method uses. uniform: 0; normal: 1 (radius) and 2 (angle); poisson: 3 + 2r and
-# 4 + 2r, the U and V of PTRS round r (inversion reuses round 0's U: each element uses one method or the other).
+# Draws: which part of a stream each method uses. uniform: 0; normal: 1 (radius) and 2 (angle); poisson: 3.
 _UNIFORM, _NORMAL, _POISSON = 0, (1, 2), 3
 _FRAME_SALT = 0x6672616D  # "fram": frame keys are not hash32 of small integers, which other keys may be
-
-_INVERSION_TERMS = 40  # counts stop at 40: P(X ≥ 40) < 1e-12 for λ < 10, far below the uniform's 2**-32 resolution
-# A round rejects with probability ≤ 0.25 (λ = 10; 0.12 at λ = 500): all 16 reject with probability < 2.4e-10. On an
-# accelerator every round runs on every element (nothing is compacted without a host sync), so rounds are costly.
-_PTRS_ROUNDS = 16
 
 
 class SampleRNG:
@@ -321,53 +316,19 @@ class SampleRNG:
         pairs = torch.stack((radius * angle.cos(), radius * angle.sin()), dim=-1)
         return pairs.view(len(self), -1)[:, :size].reshape(len(self), *shape)
 
-    def poisson(self, rates: torch.Tensor, stream: int = 0, max_rate: float | None = None) -> torch.Tensor:
-        """float32 Poisson counts, one per rate; rates: float (N, ...), ≥ 0. Exact sampling, computed in float64:
-        inversion for λ < 10, else Hörmann's PTRS transformed rejection (as NumPy) with a fixed sequence of rounds,
-        each with its own draws; the first accepted round gives the count. A caller that knows a bound on the rates
-        passes `max_rate`: below 10 the rejection rounds are skipped and the inversion walk is shortened."""
-        size = math.prod(rates.shape[1:])
-        rows, columns, element_hashes = self._all_elements(size)
-
-        def uniforms(round_: int, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-            draws = (_POISSON + 2 * round_, _POISSON + 2 * round_ + 1)  # the U and V of this round
-            return self._uniform32(self._bits(stream, draws, rows, columns, element_hashes))
-
-        rate = rates.reshape(len(self), size).to(torch.float64)
-        u, v = uniforms(0, rows, columns)
-        terms = _inversion_terms(max_rate)
-        if max_rate is not None and max_rate < 10:  # every rate takes the inversion: no rejection rounds at all
-            return _poisson_by_inversion(rate, u, terms).to(torch.float32).view(rates.shape)
-        if not _compacts(rate.device):
-            # Every element through every round, results masked: finding the pending ones would wait for the device.
-            constants = _PTRSConstants.of(rate)
-            counts, accepted = _ptrs_round(rate, u, v, constants)
-            small = rate < 10
-            counts = torch.where(small, _poisson_by_inversion(rate, u, terms), counts)
-            pending = ~(small | accepted)
-            for round_ in range(1, _PTRS_ROUNDS):
-                found, accepted = _ptrs_round(rate, *uniforms(round_, rows, columns), constants)
-                if round_ == _PTRS_ROUNDS - 1:  # with probability < 0.25**16: the proposal, a near-Poisson count
-                    found, accepted = found.clamp_(min=0), torch.ones_like(accepted)
-                counts = torch.where(pending & accepted, found, counts)
-                pending &= ~accepted
-            return counts.to(torch.float32).view(rates.shape)
-        # On the CPU, each round computes only the elements still pending.
-        counts, accepted = _ptrs_round(rate, u, v)
-        rate, u, counts, accepted = rate.view(-1), u.view(-1), counts.view(-1), accepted.view(-1)
-        small = rate < 10
-        subset = small.nonzero().squeeze(1)
-        counts.index_copy_(0, subset, _poisson_by_inversion(rate.take(subset), u.take(subset), terms))
-        subset = (~(small | accepted)).nonzero().squeeze(1)
-        for round_ in range(1, _PTRS_ROUNDS):
-            if not subset.numel():
-                break
-            found, accepted = _ptrs_round(rate.take(subset), *uniforms(round_, subset // size, subset % size))
-            if round_ == _PTRS_ROUNDS - 1:
-                found, accepted = found.clamp_(min=0), torch.ones_like(accepted)
-            counts.index_copy_(0, subset, torch.where(accepted, found, counts.take(subset)))
-            subset = subset[~accepted]
-        return counts.to(torch.float32).view(rates.shape)
+    def poisson(self, levels: torch.Tensor, scale: float, stream: int = 0) -> torch.Tensor:
+        """float32 Poisson counts of rate level · scale, one per element of levels (uint8 (N, ...)): the inverse
+        of the rate's CDF, tabulated in float64, at a 32-bit uniform. Exact up to that uniform's resolution; every
+        element costs one search, whatever its rate."""
+        if levels.dtype != torch.uint8:
+            raise ValueError(f"levels must be uint8, got {levels.dtype}")
+        size = math.prod(levels.shape[1:])
+        (u,) = self._uniform32(self._bits(stream, (_POISSON,), *self._all_elements(size)))
+        table, terms = _poisson_table(float(scale), levels.device)
+        rows = levels.reshape(len(self), size).to(torch.int64)
+        # Row r of the table is offset by 2r, so u + 2r finds its count in row r only.
+        found = torch.searchsorted(table, u.add_(rows, alpha=2))
+        return found.sub_(rows, alpha=terms).to(torch.float32).view(levels.shape)
 
     def _all_elements(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Row (N, 1) and column (1, size) indices of an (N, size) array, and hash32 of every column index."""
@@ -399,60 +360,17 @@ class SampleRNG:
         return bits.to(torch.float64).add_(0.5).mul_(2.0**-32)  # exact in float64, inside (0, 1)
 
 
-def _compacts(device: torch.device) -> bool:
-    """Whether Poisson sampling compacts the pending elements each round (on the CPU), or computes every element and
-    masks the results (on accelerators, where finding the pending ones would make the host wait for the device).
-    Either way each element's count is the same."""
-    return device.type == "cpu"
-
-
-def _inversion_terms(max_rate: float | None) -> int:
-    """Terms of the inversion walk: P(X ≥ terms) stays below 1e-12 for every rate up to `max_rate` (and 10)."""
-    if max_rate is None or max_rate >= 10:
-        return _INVERSION_TERMS
-    return min(_INVERSION_TERMS, math.ceil(max_rate + 7 * math.sqrt(max_rate) + 12))
-
-
-def _poisson_by_inversion(rate: torch.Tensor, u: torch.Tensor, terms: int = _INVERSION_TERMS) -> torch.Tensor:
-    """The smallest k with u ≤ CDF(k), walking a fixed number of terms; rate < 10, float64."""
-    pmf = torch.exp(-rate)
-    cdf = pmf.clone()
-    beyond = torch.empty((terms, *rate.shape), dtype=torch.bool, device=rate.device)
-    for k in range(terms):
-        torch.gt(u, cdf, out=beyond[k])
-        pmf.mul_(rate).div_(float(k + 1))
-        cdf += pmf
-    return beyond.sum(0, dtype=torch.float64)
-
-
-@dataclass(frozen=True)
-class _PTRSConstants:
-    """What PTRS derives from each rate, computed once for all rounds."""
-
-    b: torch.Tensor
-    a: torch.Tensor
-    inverse_alpha: torch.Tensor
-    v_r: torch.Tensor
-    log_rate: torch.Tensor
-
-    @classmethod
-    def of(cls, rate: torch.Tensor) -> _PTRSConstants:
-        b = 0.931 + 2.53 * rate.sqrt()
-        return cls(b, -0.059 + 0.02483 * b, 1.1239 + 1.1328 / (b - 3.4), 0.9277 - 3.6224 / (b - 2), rate.log())
-
-
-def _ptrs_round(
-    rate: torch.Tensor, u: torch.Tensor, v: torch.Tensor, constants: _PTRSConstants | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One round of PTRS (Hörmann 1993, "The transformed rejection method for generating Poisson random variables",
-    as in NumPy's random_poisson_ptrs) for rate ≥ 10: the proposed count and whether it is accepted."""
-    c = constants or _PTRSConstants.of(rate)
-    u = u - 0.5
-    us = 0.5 - u.abs()
-    count = torch.addcdiv(c.b, c.a, us, value=2).mul_(u).add_(rate).add_(0.43).floor_()
-    accepted = (us >= 0.07) & (v <= c.v_r)
-    # log(v / alpha / (a / us² + b)) ≤ log(λ^k e^-λ / k!), with one log on each side
-    log_acceptance = torch.log(v * c.inverse_alpha / torch.addcdiv(c.b, c.a, us * us))
-    log_target = count * c.log_rate - rate - torch.lgamma(count + 1)
-    accepted |= (count >= 0) & ((us >= 0.013) | (v <= us)) & (log_acceptance <= log_target)
-    return count, accepted
+@functools.lru_cache(maxsize=64)
+def _poisson_table(scale: float, device: torch.device) -> tuple[torch.Tensor, int]:
+    """The CDFs of Poisson(level · scale) for the 256 levels, row by row, row r offset by 2r so that the rows form
+    one sorted vector; and the terms per row. A row stops where the tail left out is below 1e-20, far under the
+    uniform's 2**-32 resolution, and its last value is 1, so every u < 1 finds a count in its row."""
+    top = 255 * scale
+    terms = math.ceil(top + 10 * math.sqrt(top) + 40)
+    levels = torch.arange(256, dtype=torch.float64, device=device)[:, None]
+    counts = torch.arange(terms, dtype=torch.float64, device=device)
+    rates = levels * scale
+    log_pmf = torch.special.xlogy(counts, rates) - rates - torch.lgamma(counts + 1)
+    cdf = log_pmf.exp_().cumsum_(1).clamp_(max=1)
+    cdf[:, -1] = 1
+    return cdf.add_(2 * levels).flatten(), terms

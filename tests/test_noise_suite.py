@@ -119,7 +119,7 @@ def test_shot_noise_truncates_exactly():
     ids = torch.arange(40)
     images = torch.full((40, 3, 16, 16), 200, dtype=torch.uint8)
     rng = SampleRNG.for_samples(0, SUITE.name, "shot_noise", 5, ids=ids)
-    counts = rng.poisson(images.float() * (50 / 255))
+    counts = rng.poisson(images, 50 / 255)
     expected = torch.clamp(torch.div(counts.long() * 255, 50, rounding_mode="floor"), max=255).to(torch.uint8)
     assert torch.equal(corrupt(images, "shot_noise", 5, ids=ids), expected)
 

@@ -25,7 +25,7 @@ def gaussian_noise(images: torch.Tensor, scale: float, rng: SampleRNG) -> torch.
 
 def shot_noise(images: torch.Tensor, photons: float, rng: SampleRNG) -> torch.Tensor:
     """clip(Poisson(x · photons) / photons)."""
-    counts = rng.poisson(images.to(torch.float32).mul_(photons / 255), max_rate=photons)
+    counts = rng.poisson(images, photons / 255)
     # (count · 255) / photons: exact product, one rounding, so truncation gives exactly floor(count · 255 / photons).
     return _to_uint8(counts.mul_(255).div_(photons))
 
