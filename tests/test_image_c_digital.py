@@ -299,6 +299,15 @@ def test_deterministic_corruptions_treat_each_image_alone(name):
         assert torch.equal(corrupt(images[i : i + 1], name, 4, 64, ids=torch.tensor([7])), whole[i : i + 1])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 5, 40])
+def test_jpeg_threads_keep_the_batch_order(monkeypatch, threads):
+    images = to_tensor(photos(32)).repeat(4, 1, 1, 1)
+    images[3:] = images[3:].flip(-1)  # 12 images, no two neighbours alike
+    one_by_one = torch.cat([corrupt(image[None], "jpeg_compression", 2, 32) for image in images])
+    monkeypatch.setattr(digital, "JPEG_THREADS", threads)
+    assert torch.equal(corrupt(images, "jpeg_compression", 2, 32), one_by_one)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", NAMES)

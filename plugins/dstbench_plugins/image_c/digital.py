@@ -12,6 +12,8 @@ the height.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 
+JPEG_THREADS = os.cpu_count() or 1
+
+
 def contrast(images: torch.Tensor, factor: float, rng: SampleRNG) -> torch.Tensor:
     """clip((x − m) · c + m), m the mean of each image channel over H and W."""
     x = to_float(images)
@@ -54,12 +59,17 @@ def saturate(images: torch.Tensor, scale_shift: tuple[float, float], rng: Sample
 
 def jpeg_compression(images: torch.Tensor, quality: int, rng: SampleRNG) -> torch.Tensor:
     """PIL's `save(JPEG, quality)` and `open`: a libjpeg round trip, 4:2:0 chroma, byte-identical to PIL's."""
+
     # The CPU codec on every device. torchvision's CUDA encoder (nvjpeg) hard-codes 4:4:4 chroma, so its chroma
     # keeps twice PIL's resolution and its pixels differ from the reference's by 3 to 7 levels on average (H200,
     # our tables' qualities), and it waits for the GPU after each image anyway. With libjpeg, a corrupted test set
-    # is the same on every device.
-    encoded = encode_jpeg(list(images.cpu()), quality=quality)
-    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB)).to(images.device)
+    # is the same on every device. libjpeg releases the GIL, so chunks of the batch go through it in parallel.
+    def round_trip(chunk: torch.Tensor) -> torch.Tensor:
+        return torch.stack(decode_jpeg(encode_jpeg(list(chunk), quality=quality), mode=ImageReadMode.RGB))
+
+    chunks = images.cpu().chunk(JPEG_THREADS)
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return torch.cat(list(pool.map(round_trip, chunks))).to(images.device)
 
 
 # --- pixelate ------------------------------------------------------------------------------------------------------
