@@ -1,7 +1,10 @@
 """`dstbench leaderboard submit`, `verify` and `export` on a real small run (the session's `finished_run`)."""
 
+import csv
 import json
 import shutil
+from pathlib import Path
+from statistics import fmean
 
 import pytest
 from click.testing import CliRunner
@@ -134,6 +137,43 @@ def test_claimed_clean_accuracy_is_re_evaluated(cli, run_dir, board):
     assert "±1.00" in line and "differs" in result.stdout  # the whole test set: only the 1-point floor
 
 
+def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir, board, tmp_path):
+    from dstbench.evaluate import EvalResult
+
+    claimed = json.loads((run_dir / "entry.json").read_text())
+    baseline = json.loads(json.dumps(claimed))
+    for row in baseline["corruptions"].values():
+        for severity in row:
+            row[severity] = max(0.0, row[severity] - 10)
+    cells = [acc for row in baseline["corruptions"].values() for acc in row.values()]
+    baseline["corruptions_acc"] = fmean(cells)
+    baseline["rpc"] = baseline["corruptions_acc"] / baseline["clean_acc"]
+    baseline_path = tmp_path / "dense.json"
+    baseline_path.write_text(json.dumps(baseline))
+    grid = {c: {int(s): a for s, a in row.items()} for c, row in claimed["corruptions"].items()}
+    base_grid = {c: {int(s): a for s, a in row.items()} for c, row in baseline["corruptions"].items()}
+    true_mce = EvalResult(0.0, grid, 0).mce(base_grid)
+
+    def with_mce(value, recorded):
+        def change(entry):
+            entry["corruptions_mce"] = value
+            entry["evaluation"]["baseline"] = recorded
+
+        return change
+
+    edit_entry(run_dir, with_mce(true_mce + 3, str(baseline_path)))
+    line = refusal(submit(cli, run_dir, board))
+    assert f"mCE from the entry's cells and its baseline's: entry {true_mce + 3:.2f}, measured {true_mce:.2f}" in line
+
+    edit_entry(run_dir, with_mce(true_mce, str(tmp_path / "moved.json")))
+    assert "baseline " + str(tmp_path / "moved.json") + " not found; pass --baseline FILE" in refusal(
+        submit(cli, run_dir, board)
+    )
+    result = submit(cli, run_dir, board, "--baseline", baseline_path)
+    assert result.exit_code == 0, result.output
+    assert json.loads(next(board.rglob("*.json")).read_text())["corruptions_mce"] == true_mce
+
+
 def test_bad_submission_metadata_is_refused_before_anything_runs(cli, run_dir, board):
     for args, message in [
         (["--name", "../../escape"], "name '../../escape' cannot name an entry file"),
@@ -203,3 +243,44 @@ def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
     none_fit = invoke(cli, "export", files[1], "--out", tmp_path / "rb2")
     assert none_fit.exit_code == 2 and "none of the 1 entries fits" in none_fit.stderr
     assert not (tmp_path / "rb2").exists()
+
+
+def unaggregated(path: Path) -> tuple[list[list[str]], dict[str, dict[tuple[str, int], float]]]:
+    lines = list(csv.reader(path.open()))
+    columns = list(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+    return lines, {row[0]: dict(zip(columns, map(float, row[1:]), strict=True)) for row in lines[2:]}
+
+
+def test_export_writes_and_updates_robustbench_unaggregated_csv(cli, plugins, tmp_path):
+    benchmark, _ = plugins.registry.suite("cifar-c").select(("benchmark",), None)
+    first = {**make_entry(corruptions=benchmark, clean=94.0, drop=3.0), "name": "First2026"}
+    first["corruptions"]["fog"]["5"] = 33.33
+    first["corruptions_acc"] = fmean(acc for row in first["corruptions"].values() for acc in row.values())
+    first["rpc"] = first["corruptions_acc"] / first["clean_acc"]
+    second = {**make_entry(corruptions=benchmark, clean=90.0, drop=5.0, seed=1), "name": "Second2026"}
+    for name, entry in (("a", first), ("b", second)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(entry))
+    folder = tmp_path / "rb" / "model_info" / "cifar10" / "corruptions"
+    # A RobustBench checkout's file, its columns in another order, with a model of its own
+    folder.mkdir(parents=True)
+    columns = [(c, s) for c in reversed(benchmark) for s in range(1, 6)]
+    (folder / "unaggregated_results.csv").write_text(
+        ",".join(["", *(c for c, _ in columns)]) + "\n" + ",".join(["", *(str(s) for _, s in columns)]) + "\n"
+        + ",".join(["Standard", *["0.5"] * 75]) + "\n" + ",".join(["First2026", *["0.1"] * 75]) + "\n"
+    )  # fmt: skip
+    result = invoke(cli, "export", tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "rb")
+    assert result.exit_code == 0, result.output
+    lines, rows = unaggregated(folder / "unaggregated_results.csv")
+    assert lines[0][1] == benchmark[-1] and list(rows) == ["Standard", "First2026", "Second2026"]
+    assert set(rows["Standard"].values()) == {0.5}
+    for name, entry in (("First2026", first), ("Second2026", second)):
+        assert rows[name] == {(c, s): entry["corruptions"][c][str(s)] / 100 for c in benchmark for s in range(1, 6)}
+    assert rows["First2026"][("fog", 5)] == 0.3333
+    assert (folder / "unaggregated_results.csv").stat().st_mode & 0o777 == 0o644
+    assert (folder / "First2026.json").stat().st_mode & 0o777 == 0o644
+
+    (folder / "unaggregated_results.csv").write_text(",fog\n,1\nStandard,0.5\n")
+    (folder / "First2026.json").unlink()
+    bad = invoke(cli, "export", tmp_path / "a.json", "--out", tmp_path / "rb")
+    assert bad.exit_code == 2 and "unaggregated_results.csv does not have one column per" in bad.stderr
+    assert not (folder / "First2026.json").exists()  # nothing written

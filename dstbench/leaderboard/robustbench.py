@@ -5,12 +5,17 @@ over its 15 benchmark corruptions × severities 1–5 on the whole test set, wit
 entry fits when it is of one of those datasets, on a suite of the same corruptions (generated or the released
 files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
 exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
-the paper's title there: edit it before a pull request), `reported` is the entry's own number, and RobustBench's
-separate CSV of per-corruption numbers is not written.
+the paper's title there: edit it before a pull request) and `reported` is the entry's own number.
+
+The per-cell accuracies go to RobustBench's `unaggregated_results.csv` beside the files: two header rows (corruption,
+severity), then a row per model of accuracies as fractions. Exporting into a RobustBench checkout updates its file:
+rows of other models stay as they are, an exported model's row is replaced.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -77,6 +82,40 @@ def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, A
     }
 
 
+CSV_NAME = "unaggregated_results.csv"
+
+
+def read_unaggregated(path: Path, benchmark: tuple[str, ...]) -> tuple[list[tuple[str, int]], dict[str, list[str]]]:
+    """The columns (in the file's order) and rows of an existing unaggregated_results.csv; a UserError naming the file
+    when it is not one of the benchmark's 15 × 5 cells."""
+    columns = [(c, s) for c in benchmark for s in SEVERITIES]
+    if not path.exists():
+        return columns, {}
+    try:
+        lines = list(csv.reader(io.StringIO(path.read_text())))
+        found = [(c, int(s)) for c, s in zip(lines[0][1:], lines[1][1:], strict=True)]
+    except (OSError, UnicodeDecodeError, csv.Error, IndexError, ValueError) as exc:
+        raise UserError(f"{path} is not a RobustBench unaggregated results file: {exc}") from None
+    if sorted(found) != sorted(columns):
+        raise UserError(f"{path} does not have one column per benchmark corruption and severity 1-5; move it away")
+    if any(len(row) != len(found) + 1 for row in lines[2:] if row):
+        raise UserError(f"{path} has a row whose length differs from its header's")
+    return found, {row[0]: row[1:] for row in lines[2:] if row}
+
+
+def _fraction(accuracy: float) -> str:
+    return f"{accuracy / 100:.6f}".rstrip("0").rstrip(".")
+
+
+def unaggregated_text(columns: list[tuple[str, int]], rows: dict[str, list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["", *(c for c, _ in columns)])
+    writer.writerow(["", *(s for _, s in columns)])
+    writer.writerows([name, *values] for name, values in rows.items())
+    return out.getvalue()
+
+
 def _benchmark(plugins: Plugins, suite: str) -> tuple[str, ...]:
     corruptions, _ = plugins.registry.suite(suite).select(("benchmark",), None)
     return tuple(corruptions)
@@ -88,19 +127,21 @@ def _benchmark(plugins: Plugins, suite: str) -> tuple[str, ...]:
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write model_info/<dataset>/corruptions/<Name>.json into.",
+    help="Folder to write model_info/ into, e.g. a RobustBench checkout.",
 )
 @click.pass_context
 def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
     """Write entries as RobustBench model_info files (CIFAR-10-C, CIFAR-100-C, ImageNet-C entries only).
 
-    An entry that does not fit is named with the reason and skipped; exits with 1 when none was written.
+    Each fitting entry becomes model_info/<dataset>/corruptions/<Name>.json, and its per-cell accuracies a row of
+    the unaggregated_results.csv beside it (an existing file, as in a RobustBench checkout, keeps its other rows).
+    An entry that does not fit is named with the reason and skipped; exits with 2 when none fits.
     """
-    from dstbench.checkpoint import write_json
+    from dstbench.checkpoint import atomic_write, write_json
     from dstbench.entry import load_entry
     from dstbench.leaderboard.submission import PATH_PART
 
-    plugins, written = ctx.find_root().obj, 0
+    plugins, fitting = ctx.find_root().obj, []
     for path in entries:
         entry = load_entry(path)
         name = entry.get("name") or entry["run_id"]
@@ -109,10 +150,22 @@ def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
             reason = f"its name {name!r} cannot be a file name; give it one with dstbench leaderboard submit --name"
         if reason:
             click.echo(f"{path}: skipped: {reason}", err=True)
-            continue
-        target = out / "model_info" / entry["dataset"] / "corruptions" / f"{name}.json"
-        write_json(target, model_info(entry, _benchmark(plugins, entry["suite"])))
-        click.echo(f"{path}: {target}")
-        written += 1
-    if not written:
+        else:
+            fitting.append((path, entry, name))
+    if not fitting:
         raise UserError(f"none of the {len(entries)} entries fits a RobustBench corruptions leaderboard")
+    tables = {}  # dataset folder -> (columns, rows), every existing CSV read before anything is written
+    for _, entry, name in fitting:
+        folder = out / "model_info" / entry["dataset"] / "corruptions"
+        if folder not in tables:
+            tables[folder] = read_unaggregated(folder / CSV_NAME, _benchmark(plugins, entry["suite"]))
+        columns, rows = tables[folder]
+        rows[name] = [_fraction(entry["corruptions"][c][str(s)]) for c, s in columns]
+    for path, entry, name in fitting:
+        target = out / "model_info" / entry["dataset"] / "corruptions" / f"{name}.json"
+        write_json(target, model_info(entry, _benchmark(plugins, entry["suite"])), mode=0o644)
+        click.echo(f"{path}: {target}")
+    for folder, (columns, rows) in tables.items():
+        text = unaggregated_text(columns, rows)
+        atomic_write(folder / CSV_NAME, lambda tmp, text=text: tmp.write_text(text), mode=0o644)
+        click.echo(f"{folder / CSV_NAME}: {len(rows)} models")

@@ -6,6 +6,8 @@ What is re-checked, in order (a failed identity check stops before the costly on
   sparsity    every layer's nonzero count, and the global sparsity, counted in the model file's weights
   accuracy    clean accuracy and mPC re-evaluated with the run's own code (`runner.load_data`, `prepare_suite`,
               `evaluate_model`) on the entry's suite, corruptions, severities and corruption seed
+  mCE         when the entry claims one: recomputed from its cells and its baseline entry's (--baseline, or the
+              path its run recorded); the cells themselves are what the accuracy checks re-evaluate
 
 `submit` evaluates a fixed, seeded subset of n of the run's N test samples (the first n of the permutation the
 run's own `--max-test-samples` subset is cut from, so they are test samples the run scored, corrupted identically).
@@ -44,6 +46,7 @@ SPARSITY_TOLERANCE = 1e-9  # counts are exact; this only absorbs float rounding
 PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")  # also the schema's pattern for `name`
 TOLERANCE_TEXT = f"max({FLOOR:g} point, 3σ of the subset's binomial sampling error)"
 EVAL_OPTIONS = ["data_dir", "c_dir", "device", "eval_batch_size", "quiet"]
+MCE_TOLERANCE = 0.01  # points: the claim and the recomputation are the same arithmetic on the same numbers
 SHA_SHOWN = 16  # hex digits of a sha256 shown
 SHOWN_LAYERS = 10  # differing layers listed one per row; the rest are counted
 
@@ -125,6 +128,27 @@ def _sparsity_checks(entry: dict[str, Any], model) -> list[Check]:
     return checks
 
 
+def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
+    """The entry's mCE against the one its cells and its baseline's give; None when it claims no mCE."""
+    from dstbench.evaluate import EvalResult
+    from dstbench.runner import read_baseline
+
+    claimed = entry["corruptions_mce"]
+    if claimed is None:
+        return None
+    recorded = entry["evaluation"]["baseline"]
+    baseline = baseline or (Path(recorded) if recorded else None)
+    what = "mCE from the entry's cells and its baseline's"
+    if baseline is None or not baseline.is_file():
+        missing = f"baseline {baseline} not found" if baseline else "no baseline recorded"
+        return Check(what, f"{claimed:.2f}", f"{missing}; pass --baseline FILE", "equal", False)
+    grid = {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
+    measured = EvalResult(entry["clean_acc"], grid, entry["evaluation"]["test_samples"]).mce(
+        read_baseline(str(baseline))
+    )
+    return _accuracy_check(what, claimed, measured, MCE_TOLERANCE)
+
+
 @dataclass
 class Reevaluation:
     checks: list[Check]
@@ -133,9 +157,15 @@ class Reevaluation:
 
 
 def reproduce(
-    plugins: Plugins, entry: dict[str, Any], model_path: Path, samples: int | None, runtime: dict[str, Any]
+    plugins: Plugins,
+    entry: dict[str, Any],
+    model_path: Path,
+    samples: int | None,
+    runtime: dict[str, Any],
+    baseline: Path | None = None,
 ) -> Reevaluation:
-    """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used)."""
+    """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used), mCE
+    against `baseline` (None: the file the entry's run recorded)."""
     from dstbench import checkpoint, runner
 
     checks = [_checkpoint_check(entry, model_path)]
@@ -149,7 +179,7 @@ def reproduce(
     population = ev["test_samples"]
     n = min(samples or population, population)
     overrides = {
-        "baseline": None,  # mCE is not re-checked: it derives from another entry's numbers
+        "baseline": None,  # mCE is checked apart, from the claimed cells (see _mce_check)
         "suite": ev["suite"],
         "corruptions": ev["corruptions"],
         "severities": ev["severities"],
@@ -163,6 +193,8 @@ def reproduce(
     checks += _sparsity_checks(entry, again.model)
     tested = again.test_samples
     checks.append(Check("test samples evaluated", f"{n:,}", f"{tested:,}", "equal", tested == n))
+    mce = _mce_check(entry, baseline)
+    checks += [mce] if mce else []
     result, _ = again.evaluation
     return Reevaluation(checks, result, n)
 
@@ -301,7 +333,8 @@ Re-checked without retraining:
   the checkpoint's sha256, the settings it was trained with, the nonzero weights of every layer,
   clean accuracy and mPC on a fixed, seeded subset of --subset test samples, each within
   {TOLERANCE_TEXT}
-  (the entry's accuracies are of the whole test set; σ = sqrt(p(1-p)/n · (N-n)/(N-1))).
+  (the entry's accuracies are of the whole test set; σ = sqrt(p(1-p)/n · (N-n)/(N-1))),
+  mCE, if claimed, from the entry's cells and its --baseline entry's.
 A claim that does not reproduce is refused with the numbers side by side (exit 1). Otherwise the entry, with
 --name, --link, --authors, --venue and --footnote filled in, is written to
 <leaderboard>/entries/<dataset>/<suite>/<name>.json, unless the board already has the same experiment.
@@ -329,9 +362,16 @@ Example:
     show_default=True,
     help="Test samples to re-evaluate (all of them when the run used fewer).",
 )
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The entry.json the entry's mCE is relative to (default: the path its run recorded).",
+)
 @config_options(EVAL_OPTIONS)
 @click.pass_context
-def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int, **options) -> None:
+def submit(
+    ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int, baseline: Path | None, **options
+) -> None:
     from dstbench import checkpoint
     from dstbench.entry import load_entry
 
@@ -344,7 +384,7 @@ def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int
         raise UserError(f"{leaderboard_dir} is not a leaderboard folder (it has no entries/); pass --leaderboard DIR")
     target = entries_dir / entry["dataset"] / entry["suite"] / f"{entry['name']}.json"
     _refuse_duplicates(entries_dir, entry, target)
-    check = reproduce(ctx.find_root().obj, entry, model_path, subset, given(options))
+    check = reproduce(ctx.find_root().obj, entry, model_path, subset, given(options), baseline)
     checks = check.checks
     if check.result is not None:
         checks += _subset_accuracy_checks(entry, check.result, check.samples)
@@ -371,18 +411,25 @@ def submit(ctx: click.Context, run_dir: Path, leaderboard_dir: Path, subset: int
     show_default=True,
     help="Accuracy points each cell may differ by (CPU/GPU and bf16 rounding).",
 )
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The entry.json the entry's mCE is relative to (default: the path its run recorded).",
+)
 @config_options(EVAL_OPTIONS)
 @click.pass_context
-def verify(ctx: click.Context, entry_path: Path, model_path: Path, tolerance: float, **options) -> None:
+def verify(
+    ctx: click.Context, entry_path: Path, model_path: Path, tolerance: float, baseline: Path | None, **options
+) -> None:
     """Re-evaluate an entry's checkpoint on every corruption × severity and compare each cell with the entry.
 
-    Also checks the checkpoint's sha256, its settings and its per-layer sparsity. Exits with 1 when anything
-    differs by more than --tolerance.
+    Also checks the checkpoint's sha256, its settings, its per-layer sparsity and, if it claims one, its mCE
+    against its --baseline entry. Exits with 1 when anything differs by more than --tolerance.
     """
     from dstbench.entry import load_entry
 
     entry = load_entry(entry_path)
-    check = reproduce(ctx.find_root().obj, entry, model_path, None, given(options))
+    check = reproduce(ctx.find_root().obj, entry, model_path, None, given(options), baseline)
     console, checks, cells = Console(), check.checks, []
     if check.result is not None:
         console.print(grid_table(entry, check.result, tolerance))
