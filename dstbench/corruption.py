@@ -364,13 +364,15 @@ class SampleRNG:
 def _poisson_table(scale: float, device: torch.device) -> tuple[torch.Tensor, int]:
     """The CDFs of Poisson(level · scale) for the 256 levels, row by row, row r offset by 2r so that the rows form
     one sorted vector; and the terms per row. A row stops where the tail left out is below 1e-20, far under the
-    uniform's 2**-32 resolution, and its last value is 1, so every u < 1 finds a count in its row."""
+    uniform's 2**-32 resolution, and its last value is 1, so every u < 1 finds a count in its row. Computed on the
+    CPU whatever the device: a device's own exp, lgamma and summation order could move a boundary by an ulp, and
+    with it, now and then, a count."""
     top = 255 * scale
     terms = math.ceil(top + 10 * math.sqrt(top) + 40)
-    levels = torch.arange(256, dtype=torch.float64, device=device)[:, None]
-    counts = torch.arange(terms, dtype=torch.float64, device=device)
+    levels = torch.arange(256, dtype=torch.float64)[:, None]
+    counts = torch.arange(terms, dtype=torch.float64)
     rates = levels * scale
     log_pmf = torch.special.xlogy(counts, rates) - rates - torch.lgamma(counts + 1)
     cdf = log_pmf.exp_().cumsum_(1).clamp_(max=1)
     cdf[:, -1] = 1
-    return cdf.add_(2 * levels).flatten(), terms
+    return cdf.add_(2 * levels).flatten().to(device), terms
