@@ -137,11 +137,44 @@ def test_poisson_is_the_inverse_cdf_at_the_streams_uniform(scale):
 
 @pytest.mark.parametrize("photons", [0.5, 3, 5, 12, 25, 50, 60, 75, 100, 250, 500, 2000])
 def test_poisson_table_rows_are_sorted_and_drop_no_reachable_tail(photons):
-    table, terms = corruption._poisson_table(photons / 255, torch.device("cpu"))
-    assert table.shape == (256 * terms,) and torch.all(table[1:] >= table[:-1])
+    table = corruption._poisson_table(photons / 255, torch.device("cpu"))
+    terms, cdf = table.terms, table.cdf
+    assert cdf.shape == (256 * terms,) and torch.all(cdf[1:] >= cdf[:-1])
     assert stats.poisson.sf(terms - 1, photons) < 1e-20  # P(X ≥ terms) at the largest rate
-    rows = table.view(256, terms) - 2 * torch.arange(256, dtype=torch.float64)[:, None]
-    assert torch.all(rows[:, -1] == 1) and torch.all(rows >= 0)
+    offsets = 2 * torch.arange(256, dtype=torch.float64)[:, None]
+    rows = cdf.view(256, terms)
+    assert torch.all(rows[:, -1] - offsets[:, 0] == 1) and torch.all(rows >= offsets)
+    # guide[r, m] is the first count whose CDF reaches m/M, compared as the search compares: offset by 2r
+    buckets = corruption._GUIDE_BUCKETS
+    guide = table.guide.view(256, buckets + 1)
+    edges = torch.arange(buckets + 1, dtype=torch.float64) / buckets + offsets
+    assert torch.all(rows.gather(1, guide) >= edges)
+    before = rows.gather(1, (guide - 1).clamp(min=0))
+    assert torch.all((guide == 0) | (before < edges))
+
+
+def test_accelerator_strategy_gives_the_same_counts(monkeypatch):
+    """On an accelerator every element is searched and the guide's answers selected, instead of gathering the few
+    the guide leaves open: the same counts."""
+    rng = rng_for(torch.arange(200))
+    levels = torch.arange(256, dtype=torch.uint8).repeat(200, 3, 1)
+    gathered = rng.poisson(levels, 500 / 255)
+    monkeypatch.setattr(corruption, "_compacts", lambda device: False)
+    assert torch.equal(rng.poisson(levels, 500 / 255), gathered)
+
+
+def test_cpu_blocks_give_the_same_numbers(monkeypatch):
+    """Large draws run block by block on the CPU; tiny blocks, many of them, give the same numbers."""
+    rng = rng_for(torch.arange(40))
+    levels = torch.arange(256, dtype=torch.uint8).repeat(40, 3, 1)
+
+    def draws_of() -> list[torch.Tensor]:
+        return [rng.uniform((777,)), rng.normal((3, 301)), rng.poisson(levels, 250 / 255)]
+
+    whole = draws_of()
+    monkeypatch.setattr(corruption, "_CPU_BLOCK", 1000)
+    for before, blocked in zip(whole, draws_of(), strict=True):
+        assert torch.equal(before, blocked)
 
 
 def test_poisson_of_mixed_levels(rng):
