@@ -115,3 +115,14 @@ def test_plasma_statistics_match_the_reference():
     assert abs(ours.std().item() - reference.std()) < 0.03
     ours_rough = ours.diff(dim=2).abs().mean().item()
     assert abs(ours_rough - np.abs(np.diff(reference, axis=2)).mean()) < 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_convolutions_are_full_float32():
+    """cuDNN may convolve float32 in TF32 (errors near 1e-3); the blurs ask for IEEE float32 and then restore the
+    setting they found."""
+    x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    before = torch.backends.cudnn.conv.fp32_precision
+    on_gpu = imageops.gaussian_blur(x.cuda(), 2.0).cpu()
+    assert torch.backends.cudnn.conv.fp32_precision == before
+    assert (on_gpu - imageops.gaussian_blur(x, 2.0)).abs().max() < 1e-6

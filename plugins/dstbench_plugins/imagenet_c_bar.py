@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from dstbench.corruption import Corruption, CorruptionSuite, SampleRNG, TableSuite
 from dstbench.hookspecs import hookimpl
-from dstbench.imageops import to_float, to_uint8
+from dstbench.imageops import conv2d, to_float, to_uint8
 
 Draws = dict[str, Any]
 
@@ -234,8 +234,8 @@ def _soften(x: torch.Tensor) -> torch.Tensor:
     kernel /= kernel.sum()
     x = torch.cat([x[:, :radius].flip(1), x, x[:, -radius:].flip(1)], 1)
     x = torch.cat([x[:, :, :radius].flip(2), x, x[:, :, -radius:].flip(2)], 2)
-    x = F.conv2d(x[:, None], kernel.view(1, 1, 1, -1))
-    return F.conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]
+    x = conv2d(x[:, None], kernel.view(1, 1, 1, -1))
+    return conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]
 
 
 def _refraction(slope_y: torch.Tensor, slope_x: torch.Tensor, lens_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
