@@ -8,7 +8,10 @@ image, so results do not depend on batch composition.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,18 +29,28 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul_(255).to(torch.uint8)
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
-    """F.conv2d in full float32 on every device. PyTorch lets cuDNN convolve float32 in TF32, whose 10-bit mantissa
-    moves a blurred value by up to a tenth of a level: enough to change the truncated uint8 result of a few per cent
-    of the pixels, against the CPU's and the reference's."""
-    if not x.is_cuda:
-        return F.conv2d(x, weight, groups=groups)
-    precision = torch.backends.cudnn.conv.fp32_precision
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """float32 convolutions and matrix products in full precision on CUDA, restoring the settings found. PyTorch lets
+    cuDNN convolve float32 in TF32 by default (and cuBLAS too after `set_float32_matmul_precision('high')`): its
+    10-bit mantissa moves a blurred value by up to a tenth of a level, enough to change the truncated uint8 result
+    of a few per cent of the pixels, against the CPU's and the reference's."""
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
     try:
-        return F.conv2d(x, weight, groups=groups)
+        yield
     finally:
-        torch.backends.cudnn.conv.fp32_precision = precision
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """F.conv2d in full float32 on every device."""
+    with ieee_float32(x.device):
+        return F.conv2d(x, weight, groups=groups)
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
@@ -88,16 +101,29 @@ def disk_kernel(radius: float, alias_blur: float, device: torch.device | None = 
     return filter2d(disk[None, None], opencv_gaussian_kernel(ksize, alias_blur, device))[0, 0]
 
 
+@functools.lru_cache(maxsize=256)
+def _zoom_matrix(size: int, factor: float, device: torch.device) -> torch.Tensor:
+    """clipped_zoom along one axis as a (size, size) matrix: SciPy's order-1 zoom (ends aligned) of the centred
+    crop of ceil(size / factor) samples to round(crop · factor), trimmed back to size around its centre."""
+    crop = math.ceil(size / factor)
+    zoomed = round(crop * factor)
+    trim = (zoomed - size) // 2
+    position = torch.arange(trim, trim + size, dtype=torch.float64) * ((crop - 1) / max(zoomed - 1, 1))
+    low = position.floor().clamp_(max=crop - 1)
+    weight = position - low
+    columns = (size - crop) // 2 + torch.stack([low, (low + 1).clamp_(max=crop - 1)]).long()
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    matrix.scatter_add_(1, columns.T, torch.stack([1 - weight, weight], dim=1))
+    return matrix.to(device=device, dtype=torch.float32)
+
+
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Zoom into the centre: crop ceil(size / factor), resize by `factor` with SciPy's order-1 zoom (corners
-    aligned), and trim the result back to the original size around its centre."""
-    _, _, h, w = x.shape
-    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[:, :, top : top + ch, left : left + cw]
-    zoomed = F.interpolate(crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True)
-    trim_top, trim_left = (zoomed.shape[-2] - h) // 2, (zoomed.shape[-1] - w) // 2
-    return zoomed[:, :, trim_top : trim_top + h, trim_left : trim_left + w]
+    aligned), and trim the result back to the original size around its centre. Two small matrix products: on a
+    GPU, bilinear interpolation of many small images is slow."""
+    h, w = x.shape[-2:]
+    with ieee_float32(x.device):
+        return _zoom_matrix(h, factor, x.device) @ x @ _zoom_matrix(w, factor, x.device).T
 
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:

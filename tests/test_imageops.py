@@ -118,11 +118,16 @@ def test_plasma_statistics_match_the_reference():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_convolutions_are_full_float32():
-    """cuDNN may convolve float32 in TF32 (errors near 1e-3); the blurs ask for IEEE float32 and then restore the
-    setting they found."""
+def test_cuda_convolutions_and_products_are_full_float32():
+    """cuDNN may convolve float32 in TF32 (errors near 1e-3), cuBLAS too when asked to; blurs and zooms ask for
+    IEEE float32 and then restore the settings they found."""
     x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    before = torch.backends.cudnn.conv.fp32_precision
-    on_gpu = imageops.gaussian_blur(x.cuda(), 2.0).cpu()
-    assert torch.backends.cudnn.conv.fp32_precision == before
-    assert (on_gpu - imageops.gaussian_blur(x, 2.0)).abs().max() < 1e-6
+    torch.set_float32_matmul_precision("high")  # what a training script may have set
+    try:
+        before = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+        blurred, zoomed = imageops.gaussian_blur(x.cuda(), 2.0).cpu(), imageops.clipped_zoom(x.cuda(), 1.17).cpu()
+        assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert (blurred - imageops.gaussian_blur(x, 2.0)).abs().max() < 1e-6
+    assert (zoomed - imageops.clipped_zoom(x, 1.17)).abs().max() < 1e-6
