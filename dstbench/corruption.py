@@ -213,7 +213,7 @@ def parse_severities(text: str) -> tuple[int, ...]:
 #
 #     hash32(state_n ^ table_sd[c]),    state_n = hash32(key_n),    table_sd[c] = hash32(hash32(c) ^ tag(s, d)),
 #
-# where a draw is one use of the stream inside a method (Box-Muller's radius, the V of one PTRS round, ...), so each
+# where a draw is one use of the stream inside a method (Box-Muller's radius or angle, Poisson's one uniform), so each
 # method has numbers of its own on every stream. Tables do not depend on the sample: a batch costs one hash per
 # (sample, element). Why this shape: hash32 is a bijection, so distinct keys give distinct states, and within a
 # sample distinct (s, d, c) give distinct bits unless their table entries collide. The key goes in last, against an
