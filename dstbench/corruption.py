@@ -394,24 +394,23 @@ class _PoissonTable:
         random bits; both the same shape."""
         u = SampleRNG._uniform32(bits)
         levels = levels.to(torch.int64)
-        bucket = torch.floor(u * _GUIDE_BUCKETS).to(torch.int64).add_(levels, alpha=_GUIDE_BUCKETS + 1)
-        low, high = self.guide.take(bucket), self.guide.take(bucket.add_(1))
-        target = u.add_(levels, alpha=2)  # u + 2r: row r's offset
+        target = u + 2 * levels  # row r's offset
         start = levels * self.terms
+        if not _compacts(u.device):
+            return (torch.searchsorted(self.cdf, target) - start).to(torch.float32)
+        bucket = torch.floor(u.mul_(_GUIDE_BUCKETS)).to(torch.int64).add_(levels, alpha=_GUIDE_BUCKETS + 1)
+        low, high = self.guide.take(bucket), self.guide.take(bucket.add_(1))
         counts = low + (self.cdf.take(start + low) < target)  # exact where low and high are at most 1 apart
-        shared = high.sub_(low) > 1  # in the tails, where several counts, each below 1/M, share a bucket
-        if _compacts(u.device):
-            where = shared.view(-1).nonzero().squeeze(1)
-            found = torch.searchsorted(self.cdf, target.view(-1).take(where)) - start.view(-1).take(where)
-            counts = counts.view(-1).index_copy_(0, where, found).view(counts.shape)
-        else:
-            counts = torch.where(shared, torch.searchsorted(self.cdf, target) - start, counts)
-        return counts.to(torch.float32)
+        # In the tails several counts, each less likely than 1/M, share a bucket: those few elements are searched.
+        where = (high.sub_(low) > 1).view(-1).nonzero().squeeze(1)
+        found = torch.searchsorted(self.cdf, target.view(-1).take(where)) - start.view(-1).take(where)
+        return counts.view(-1).index_copy_(0, where, found).view(counts.shape).to(torch.float32)
 
 
 def _compacts(device: torch.device) -> bool:
-    """Whether Poisson inversion gathers the elements its guide leaves open (on the CPU), or searches every element
-    and selects (on accelerators, where gathering makes the host wait for the device). The counts are the same."""
+    """Whether Poisson inversion starts from the guide and searches only the elements it leaves open (on the CPU),
+    or searches every element (on accelerators, where a search is cheap and finding the open elements would make
+    the host wait for the device). The counts are the same."""
     return device.type == "cpu"
 
 

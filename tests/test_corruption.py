@@ -154,8 +154,8 @@ def test_poisson_table_rows_are_sorted_and_drop_no_reachable_tail(photons):
 
 
 def test_accelerator_strategy_gives_the_same_counts(monkeypatch):
-    """On an accelerator every element is searched and the guide's answers selected, instead of gathering the few
-    the guide leaves open: the same counts."""
+    """On an accelerator every element is searched in the whole table, instead of starting from the guide: the same
+    counts."""
     rng = rng_for(torch.arange(200))
     levels = torch.arange(256, dtype=torch.uint8).repeat(200, 3, 1)
     gathered = rng.poisson(levels, 500 / 255)
