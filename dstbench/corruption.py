@@ -301,16 +301,14 @@ class SampleRNG:
 
     def uniform(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
         """float32 (N, *shape), uniform on the open interval (0, 1) with 24-bit resolution."""
-        rows, columns, element_hashes = self._all_elements(math.prod(shape))
-        bits = self._bits(stream, (_UNIFORM,), rows, columns, element_hashes)
+        (bits,) = self._bits(stream, (_UNIFORM,), math.prod(shape))
         return self._uniform24(bits).view(len(self), *shape)
 
     def normal(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
         """float32 (N, *shape), standard normal. Box-Muller: elements 2j and 2j+1 are the cosine and sine parts of
         pair j, whose radius and angle come from two different draws."""
         size = math.prod(shape)
-        rows, columns, element_hashes = self._all_elements((size + 1) // 2)
-        radius, angle = self._bits(stream, _NORMAL, rows, columns, element_hashes)
+        radius, angle = self._bits(stream, _NORMAL, (size + 1) // 2)
         pairs = _blockwise(_box_muller, radius, angle)
         return pairs.view(len(self), -1)[:, :size].reshape(len(self), *shape)
 
@@ -319,30 +317,14 @@ class SampleRNG:
         of the rate's CDF, tabulated in float64, at a 32-bit uniform. Exact up to that uniform's resolution."""
         if levels.dtype != torch.uint8:
             raise ValueError(f"levels must be uint8, got {levels.dtype}")
-        size = math.prod(levels.shape[1:])
-        (bits,) = self._bits(stream, (_POISSON,), *self._all_elements(size))
+        (bits,) = self._bits(stream, (_POISSON,), math.prod(levels.shape[1:]))
         table = _poisson_table(float(scale), levels.device)
         return _blockwise(table.invert, levels.reshape(bits.shape), bits).view(levels.shape)
 
-    def _all_elements(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Row (N, 1) and column (1, size) indices of an (N, size) array, and hash32 of every column index."""
-        device = self.keys.device
-        columns = torch.arange(size, device=device)
-        return torch.arange(len(self), device=device)[:, None], columns[None], hash32(columns)
-
-    def _bits(
-        self,
-        stream: int,
-        draws: tuple[int, ...],
-        rows: torch.Tensor,
-        columns: torch.Tensor,
-        element_hashes: torch.Tensor,
-    ) -> torch.Tensor:
-        """32 random bits, (len(draws), *broadcast shape of rows and columns), for each draw and each (sample,
-        element) in rows x columns; element_hashes is hash32 of every column index."""
-        tables = torch.stack([hash32(element_hashes ^ _tag(stream, draw)) for draw in draws])
-        element_parts = tables.index_select(1, columns.flatten()).view(len(draws), *columns.shape)
-        return _blockwise(hash32, self._states.take(rows) ^ element_parts)
+    def _bits(self, stream: int, draws: tuple[int, ...], size: int) -> torch.Tensor:
+        """32 random bits, (len(draws), N, size): for each draw, sample and element."""
+        tables = _element_tables(stream, draws, size, self.keys.device)
+        return _blockwise(hash32, self._states[None, :, None] ^ tables[:, None, :])
 
     @staticmethod
     def _uniform24(bits: torch.Tensor) -> torch.Tensor:
@@ -352,6 +334,15 @@ class SampleRNG:
     @staticmethod
     def _uniform32(bits: torch.Tensor) -> torch.Tensor:
         return bits.to(torch.float64).add_(0.5).mul_(2.0**-32)  # exact in float64, inside (0, 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _element_tables(stream: int, draws: tuple[int, ...], size: int, device: torch.device) -> torch.Tensor:
+    """hash32(hash32(c) ^ tag(stream, draw)) for each draw and element c < size, (len(draws), size): the half of
+    the bits that no sample changes, made once per shape and device, so that a call hashes each element only once
+    (a corruption draws over and over from the same few shapes: on a GPU each hash is some twenty launches)."""
+    element_hashes = hash32(torch.arange(size, device=device))
+    return torch.stack([hash32(element_hashes ^ _tag(stream, draw)) for draw in draws])
 
 
 _CPU_BLOCK = 1 << 17  # elements: the temporaries of elementwise work on one block stay in the CPU's cache
