@@ -117,13 +117,24 @@ def _zoom_matrix(size: int, factor: float, device: torch.device) -> torch.Tensor
     return matrix.to(device=device, dtype=torch.float32)
 
 
+_ZOOM_BY_PRODUCTS = 64  # sides up to this zoom by matrix products; beyond, their O(side³) cost outgrows interpolation
+
+
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Zoom into the centre: crop ceil(size / factor), resize by `factor` with SciPy's order-1 zoom (corners
-    aligned), and trim the result back to the original size around its centre. Two small matrix products: on a
-    GPU, bilinear interpolation of many small images is slow."""
+    aligned), and trim the result back to the original size around its centre. Small images take two small matrix
+    products: CUDA interpolates with one thread per output pixel, looping over every image and channel, which
+    starves the GPU when the images are small and many."""
     h, w = x.shape[-2:]
-    with ieee_float32(x.device):
-        return _zoom_matrix(h, factor, x.device) @ x @ _zoom_matrix(w, factor, x.device).T
+    if max(h, w) <= _ZOOM_BY_PRODUCTS:
+        with ieee_float32(x.device):
+            return _zoom_matrix(h, factor, x.device) @ x @ _zoom_matrix(w, factor, x.device).T
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[:, :, top : top + ch, left : left + cw]
+    zoomed = F.interpolate(crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (zoomed.shape[-2] - h) // 2, (zoomed.shape[-1] - w) // 2
+    return zoomed[:, :, trim_top : trim_top + h, trim_left : trim_left + w]
 
 
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ def test_disk_kernel_and_filter_match_opencv(radius, alias):
 
 
 @pytest.mark.parametrize("factor", [1.01, 1.06, 1.3])
-@pytest.mark.parametrize("size", [32, 37])
+@pytest.mark.parametrize("size", [32, 37, 64, 65, 96])  # matrix products up to 64 px, interpolation beyond
 def test_clipped_zoom_matches_scipy(factor, size):
     x = _image(size)
     ch = int(np.ceil(size / factor))
