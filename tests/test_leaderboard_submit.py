@@ -161,7 +161,14 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
 
         return change
 
-    edit_entry(run_dir, with_mce(true_mce + 3, str(baseline_path)))
+    edit_entry(run_dir, with_mce(true_mce, str(baseline_path)))
+    off_board = submit(cli, run_dir, board)
+    assert off_board.exit_code == 2 and "is not on the leaderboard, so no reader could check" in off_board.stderr
+    on_board = board / "entries" / "digits" / "cifar-c-noise" / "Dense2026.json"
+    on_board.parent.mkdir(parents=True)
+    on_board.write_text(json.dumps({**baseline, "seed": 7}))  # another experiment than the run's
+
+    edit_entry(run_dir, with_mce(true_mce + 3, str(on_board)))
     line = refusal(submit(cli, run_dir, board))
     assert f"mCE from the entry's cells and its baseline's: entry {true_mce + 3:.2f}, measured {true_mce:.2f}" in line
 
@@ -169,9 +176,18 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     assert "baseline " + str(tmp_path / "moved.json") + " not found; pass --baseline FILE" in refusal(
         submit(cli, run_dir, board)
     )
-    result = submit(cli, run_dir, board, "--baseline", baseline_path)
+    result = submit(cli, run_dir, board, "--baseline", on_board, "--name", "Rigl2026")
     assert result.exit_code == 0, result.output
-    assert json.loads(next(board.rglob("*.json")).read_text())["corruptions_mce"] == true_mce
+    written = json.loads((on_board.parent / "Rigl2026.json").read_text())
+    assert written["corruptions_mce"] == true_mce and written["evaluation"]["baseline"] == "Dense2026"
+
+    # Readers find the baseline by its name on the board
+    model = run_dir / "model.pt"
+    args = ["--checkpoint", model, "--device", "cpu", "--leaderboard", board]
+    assert invoke(cli, "verify", on_board.parent / "Rigl2026.json", *args).exit_code == 0
+    on_board.rename(on_board.with_name("Gone2026.json"))
+    gone = invoke(cli, "verify", on_board.parent / "Rigl2026.json", *args)
+    assert gone.exit_code == 1 and "baseline Dense2026 not found" in gone.stdout
 
 
 def test_bad_submission_metadata_is_refused_before_anything_runs(cli, run_dir, board):

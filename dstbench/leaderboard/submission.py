@@ -6,8 +6,10 @@ What is re-checked, in order (a failed identity check stops before the costly on
   sparsity    every layer's nonzero count, and the global sparsity, counted in the model file's weights
   accuracy    clean accuracy and mPC re-evaluated with the run's own code (`runner.load_data`, `prepare_suite`,
               `evaluate_model`) on the entry's suite, corruptions, severities and corruption seed
-  mCE         when the entry claims one: recomputed from its cells and its baseline entry's (--baseline, or the
-              path its run recorded); the cells themselves are what the accuracy checks re-evaluate
+  mCE         when the entry claims one: recomputed from its cells and its baseline entry's (--baseline, else the
+              path its run recorded, else the board's entry of that name); the cells themselves are what the
+              accuracy checks re-evaluate. A submitted entry's baseline must be on the board, and the entry then
+              records the baseline's name, which every reader can resolve
 
 `submit` evaluates a fixed, seeded subset of n of the run's N test samples (the first n of the permutation the
 run's own `--max-test-samples` subset is cut from, so they are test samples the run scored, corrupted identically).
@@ -49,6 +51,14 @@ EVAL_OPTIONS = ["data_dir", "c_dir", "device", "eval_batch_size", "quiet"]
 MCE_TOLERANCE = 0.01  # points: the claim and the recomputation are the same arithmetic on the same numbers
 SHA_SHOWN = 16  # hex digits of a sha256 shown
 SHOWN_LAYERS = 10  # differing layers listed one per row; the rest are counted
+
+
+BASELINE = click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The entry.json the entry's mCE is relative to (default: the path its run recorded, else the board's "
+    "entry of that name).",
+)
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,19 @@ def _sparsity_checks(entry: dict[str, Any], model) -> list[Check]:
     return checks
 
 
+def find_baseline(entry: dict[str, Any], given_path: Path | None, entries_dir: Path | None) -> Path | None:
+    """The file of the entry's mCE baseline: `given_path`, else the path its run recorded if it exists, else the
+    board's entry of that name (entry files are <name>.json). None when it claims no mCE; a path that does not exist
+    when none is found."""
+    recorded = entry["evaluation"]["baseline"]
+    if entry["corruptions_mce"] is None or (given_path is None and not recorded):
+        return given_path
+    if given_path is not None or Path(recorded).is_file():
+        return given_path or Path(recorded)
+    on_board = sorted(entries_dir.rglob(f"{recorded}.json")) if entries_dir and PATH_PART.match(recorded) else []
+    return on_board[0] if on_board else Path(recorded)
+
+
 def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
     """The entry's mCE against the one its cells and its baseline's give; None when it claims no mCE."""
     from dstbench.evaluate import EvalResult
@@ -136,8 +159,6 @@ def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
     claimed = entry["corruptions_mce"]
     if claimed is None:
         return None
-    recorded = entry["evaluation"]["baseline"]
-    baseline = baseline or (Path(recorded) if recorded else None)
     what = "mCE from the entry's cells and its baseline's"
     if baseline is None or not baseline.is_file():
         missing = f"baseline {baseline} not found" if baseline else "no baseline recorded"
@@ -147,6 +168,19 @@ def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
         read_baseline(str(baseline))
     )
     return _accuracy_check(what, claimed, measured, MCE_TOLERANCE)
+
+
+def _baseline_on_board(entry: dict[str, Any], baseline: Path | None, entries_dir: Path) -> dict[str, Any]:
+    """The entry with its mCE baseline recorded by board name; a UserError when the baseline is not on the board,
+    where no reader could check the mCE."""
+    if entry["corruptions_mce"] is None or baseline is None or not baseline.is_file():
+        return entry  # nothing to name, or the mCE check reports the missing file
+    if not baseline.resolve().is_relative_to(entries_dir.resolve()):
+        raise UserError(
+            f"the mCE baseline {baseline} is not on the leaderboard, so no reader could check the mCE: submit the "
+            "baseline first and pass its entry with --baseline"
+        )
+    return {**entry, "evaluation": {**entry["evaluation"], "baseline": baseline.stem}}
 
 
 @dataclass
@@ -165,7 +199,7 @@ def reproduce(
     baseline: Path | None = None,
 ) -> Reevaluation:
     """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used), mCE
-    against `baseline` (None: the file the entry's run recorded)."""
+    against the `baseline` file."""
     from dstbench import checkpoint, runner
 
     checks = [_checkpoint_check(entry, model_path)]
@@ -334,7 +368,8 @@ Re-checked without retraining:
   clean accuracy and mPC on a fixed, seeded subset of --subset test samples, each within
   {TOLERANCE_TEXT}
   (the entry's accuracies are of the whole test set; σ = sqrt(p(1-p)/n · (N-n)/(N-1))),
-  mCE, if claimed, from the entry's cells and its --baseline entry's.
+  mCE, if claimed, from the entry's cells and its baseline entry's, which must be on the board
+  (--baseline FILE; the entry then records the baseline's name).
 A claim that does not reproduce is refused with the numbers side by side (exit 1). Otherwise the entry, with
 --name, --link, --authors, --venue and --footnote filled in, is written to
 <leaderboard>/entries/<dataset>/<suite>/<name>.json, unless the board already has the same experiment.
@@ -362,11 +397,7 @@ Example:
     show_default=True,
     help="Test samples to re-evaluate (all of them when the run used fewer).",
 )
-@click.option(
-    "--baseline",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The entry.json the entry's mCE is relative to (default: the path its run recorded).",
-)
+@BASELINE
 @config_options(EVAL_OPTIONS)
 @click.pass_context
 def submit(
@@ -384,6 +415,8 @@ def submit(
         raise UserError(f"{leaderboard_dir} is not a leaderboard folder (it has no entries/); pass --leaderboard DIR")
     target = entries_dir / entry["dataset"] / entry["suite"] / f"{entry['name']}.json"
     _refuse_duplicates(entries_dir, entry, target)
+    baseline = find_baseline(entry, baseline, entries_dir)
+    entry = _baseline_on_board(entry, baseline, entries_dir)
     check = reproduce(ctx.find_root().obj, entry, model_path, subset, given(options), baseline)
     checks = check.checks
     if check.result is not None:
@@ -411,15 +444,18 @@ def submit(
     show_default=True,
     help="Accuracy points each cell may differ by (CPU/GPU and bf16 rounding).",
 )
-@click.option(
-    "--baseline",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The entry.json the entry's mCE is relative to (default: the path its run recorded).",
-)
+@BASELINE
+@LEADERBOARD_DIR
 @config_options(EVAL_OPTIONS)
 @click.pass_context
 def verify(
-    ctx: click.Context, entry_path: Path, model_path: Path, tolerance: float, baseline: Path | None, **options
+    ctx: click.Context,
+    entry_path: Path,
+    model_path: Path,
+    tolerance: float,
+    baseline: Path | None,
+    leaderboard_dir: Path,
+    **options,
 ) -> None:
     """Re-evaluate an entry's checkpoint on every corruption × severity and compare each cell with the entry.
 
@@ -429,6 +465,7 @@ def verify(
     from dstbench.entry import load_entry
 
     entry = load_entry(entry_path)
+    baseline = find_baseline(entry, baseline, leaderboard_dir / "entries")
     check = reproduce(ctx.find_root().obj, entry, model_path, None, given(options), baseline)
     console, checks, cells = Console(), check.checks, []
     if check.result is not None:
