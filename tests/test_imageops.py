@@ -131,3 +131,19 @@ def test_cuda_convolutions_and_products_are_full_float32():
         torch.set_float32_matmul_precision("highest")
     assert (blurred - imageops.gaussian_blur(x, 2.0)).abs().max() < 1e-6
     assert (zoomed - imageops.clipped_zoom(x, 1.17)).abs().max() < 1e-6
+
+
+def test_ieee_float32_sets_and_restores_the_cuda_precision_flags():
+    """The flags alone (no GPU needed): IEEE inside, the caller's settings after, even on an exception."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        with pytest.raises(RuntimeError), imageops.ieee_float32(torch.device("cuda")):
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+            raise RuntimeError
+        assert matmul.fp32_precision == "tf32" and conv.fp32_precision == before[0]
+        with imageops.ieee_float32(torch.device("cpu")):
+            assert matmul.fp32_precision == "tf32"  # nothing to change on the CPU
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
