@@ -22,6 +22,7 @@ import skimage.data
 import skimage.transform
 import torch
 from common import device_name, print_report, sync
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dstbench.config import resolve, resolve_device
 from dstbench.corruption import SampleRNG
@@ -59,6 +60,30 @@ def ours(suite, images: torch.Tensor, batch_size: int) -> dict[str, float]:
         sync(images.device)
         rates[corruption] = len(images) * len(suite.severities) / (time.perf_counter() - start)
     return rates
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_counts(suite, images: torch.Tensor) -> dict[str, int]:
+    """ATen operations dispatched by one warm call of each corruption (severity 3): on a GPU, roughly its kernel
+    launches, which bound small-image corruptions when each kernel has little to do."""
+    counts = {}
+    ids = torch.arange(len(images), device=images.device)
+    for corruption in suite.corruptions:
+        rng = SampleRNG.for_samples(0, suite.name, corruption, 3, ids=ids)
+        suite.corrupt(images, corruption, 3, rng)  # warm: caches filled, as in an evaluation
+        with _CountOps() as ops:
+            suite.corrupt(images, corruption, 3, rng)
+        counts[corruption] = ops.count
+    return counts
 
 
 def _reference_chunk(args: tuple[np.ndarray, str]) -> int:
@@ -177,6 +202,7 @@ def main() -> None:
             "ours_img_s": {k: round(v, 1) for k, v in mine.items()},
             "reference_img_s": {k: round(v, 1) for k, v in theirs.items()},
             "speedup": {k: round(mine[k] / theirs[k], 1) for k in theirs},
+            "ops_per_call": op_counts(suite, images[:batch]),
             "suite_img_s": {
                 "ours": round(total_rate(mine), 1),
                 "reference": round(total_rate(theirs), 1),
