@@ -1,0 +1,51 @@
+"""The benchmark scripts a GPU session runs (`benchmarks/gpu_session.sh`), run on the CPU at tiny sizes: device time
+is scarce, so a script must not first break there. Only that each runs and reports; the numbers mean nothing here."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = {
+    "train_throughput.py": ["--model", "digits-cnn", "--batch-size", "16", "--steps", "2", "--images", "64"],
+    "dst_throughput.py": ["--model", "digits-cnn", "--batch-size", "16", "--images", "64", "--epochs", "2"],
+    "corruption_speed.py": [
+        "--images-32", "8", "--images-224", "2", "--reference-images-32", "2", "--reference-images-224", "2",
+        "--eval-images", "8", "--workers", "1",
+    ],
+    "video_bench.py": [
+        "--train-clips", "4", "--batch-size", "2", "--frames", "4", "--size", "32", "--epochs", "2",
+        "--decode-clips", "8", "--corrupt-clips", "2", "--severities", "1",
+    ],
+}  # fmt: skip
+
+
+def run_benchmark(script: str, tmp_path: Path) -> dict:
+    env = {**os.environ, "DSTBENCH_DATA": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    report = tmp_path / "report.json"
+    args = [sys.executable, str(BENCHMARKS / script), "--device", "cpu", *TINY[script], "--json", str(report)]
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("script", ["train_throughput.py", "dst_throughput.py", "video_bench.py"])
+def test_training_benchmarks_run_on_the_cpu(script, tmp_path):
+    report = run_benchmark(script, tmp_path)
+    assert report["device"].startswith("cpu")
+    if script == "dst_throughput.py":
+        assert {"dense", "rigl", "set", "mest", "static"} <= set(report["algorithms"])
+
+
+def test_corruption_benchmark_runs_on_the_cpu(tmp_path):
+    report = run_benchmark("corruption_speed.py", tmp_path)
+    for resolution in ("32px", "224px"):
+        result = report["resolutions"][resolution]
+        assert len(result["ops_per_call"]) == 19 and all(n > 0 for n in result["ops_per_call"].values())
+        assert set(result["ours_img_s"]) == set(result["ops_per_call"])
+        assert all(rate > 0 for rate in result["ours_img_s"].values())
+    assert report["evaluation"]["forward_passes"] == 8 * 96 and report["evaluation"]["ratio"] > 0
