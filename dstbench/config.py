@@ -48,6 +48,12 @@ class RunConfig:
     frames: int | None = _opt(None, "Frames per video clip; default: the dataset's recipe.", metavar="T")
     frame_stride: int | None = _opt(None, "Take every n-th frame of a video when sampling a clip.", metavar="N")
     skip_bad: bool = _opt(False, "Skip unreadable videos (and report how many) instead of stopping.", RUNTIME)
+    clip_cache_gib: float | None = _opt(
+        None,
+        "Memory for decoded video clips, GiB; default: a quarter of RAM, at most 8. A video set that fits is decoded "
+        "once and cached (2 to 4 clips per training video), a larger one streams.",
+        metavar="GIB",
+    )
     max_train_samples: int | None = _opt(None, "Train on a seeded subset of this many samples.", metavar="N")
     max_test_samples: int | None = _opt(None, "Evaluate on a seeded subset of this many samples.", EVAL, "N")
     workers: int = _opt(min(8, os.cpu_count() or 1), "Decode workers for data that streams from disk.", RUNTIME, "N")
@@ -157,6 +163,7 @@ def _options(value: Any) -> dict:
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "sparsity": parse_number(float),
+    "clip_cache_gib": parse_number(float),
     "algo_options": _options,
     "download": parse_bool,
     "skip_bad": parse_bool,
@@ -231,6 +238,10 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
     _check(cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}")
     _check(cfg.eval_batch_size >= 1, f"--eval-batch-size must be at least 1, got {cfg.eval_batch_size}")
+    _check(
+        cfg.clip_cache_gib is None or cfg.clip_cache_gib >= 0,
+        f"--clip-cache-gib must be at least 0, got {cfg.clip_cache_gib}",
+    )
     _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
     _check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer '{cfg.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
     _check(cfg.schedule in SCHEDULES, f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(SCHEDULES)}")

@@ -90,6 +90,7 @@ def load_data(cfg: RunConfig, plugins: Plugins, reporter: Reporter, device: torc
         frames=cfg.frames,
         frame_stride=cfg.frame_stride,
         skip_bad=cfg.skip_bad,
+        clip_cache_gib=cfg.clip_cache_gib,
     )
     splits = spec.load(request)
     train, test = splits.train, splits.test

@@ -51,6 +51,8 @@ def test_toml_run_table_and_algo_options_table(plugins, tmp_path):
         ({"algo_options": ("drop=0.3",)}, "algorithm 'dense' has no option 'drop'"),
         ({"algo_options": ("drop",)}, "is not KEY=VALUE"),
         ({"warmup_epochs": "30"}, "--warmup-epochs must be in [0, epochs)"),
+        ({"clip_cache_gib": "-1"}, "--clip-cache-gib must be at least 0, got -1.0"),
+        ({"clip_cache_gib": "lots"}, "bad value for 'clip_cache_gib'"),
     ],
 )
 def test_bad_values_are_one_line_errors(plugins, flags, message):

@@ -252,11 +252,13 @@ def test_cached_training_videos_hold_views_spread_over_time(tmp_path, quiet):
 
 
 @pytest.mark.parametrize("fit, expected", [(TRAIN_VIEWS + 3, TRAIN_VIEWS), (3, 3), (2, 2), (1.9, 0)])
-def test_cache_budget_counts_every_training_view(tmp_path, quiet, monkeypatch, fit, expected):
+def test_cache_budget_counts_every_training_view(tmp_path, quiet, fit, expected):
+    """--clip-cache-gib is the budget: 4 test clips and 6 training videos' views must fit in it."""
     spec = ClipSpec(frames=4, stride=1, size=112, short_side=112)
-    monkeypatch.setattr(video_module, "CACHE_BUDGET_BYTES", int((4 + 6 * fit) * spec.nbytes))
-    assert cached_views(6, 4, spec) == expected
-    splits = load_video_folder(request(tmp_path, write_video_folder(tmp_path / "videos"), quiet, frames=4))
+    budget = int((4 + 6 * fit + 0.5) * spec.nbytes)  # half a clip to spare: GiB are floats
+    assert cached_views(6, 4, spec, budget) == expected
+    root = write_video_folder(tmp_path / "videos")
+    splits = load_video_folder(request(tmp_path, root, quiet, frames=4, clip_cache_gib=budget / 2**30))
     if expected:
         assert splits.train.images.shape[:2] == (6, expected)
     else:  # one clip per video would give no temporal jitter: stream instead

@@ -23,12 +23,14 @@ class LoadRequest:
     download: bool  # --download: the user allows fetching over the network
     cache_dir: Path  # where a loader may keep derived files (decoded arrays)
     reporter: Reporter
-    # Video datasets: the official split, clip length and frame stride (None: the loader's default), and whether
-    # unreadable files are skipped (and counted) rather than fatal.
+    # Video datasets: the official split, clip length and frame stride (None: the loader's default), whether
+    # unreadable files are skipped (and counted) rather than fatal, and the memory for decoded clips in GiB (None:
+    # the loader's default).
     split: int = 1
     frames: int | None = None
     frame_stride: int | None = None
     skip_bad: bool = False
+    clip_cache_gib: float | None = None
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".m
 # A dataset whose decoded clips (both splits, training videos counted `cached_views` times) fit in this many bytes
 # is decoded once into the cache and held in memory; a larger one streams through DataLoader workers. At 16 x 112 x
 # 112, one clip per video of UCF101 is 7.5 GiB and of HMDB51 2.9 GiB: on a machine of 32 GiB or more HMDB51 is
-# cached with 3 training views (6.9 GiB), UCF101 (2 views: 12.8 GiB) streams. A quarter of the memory leaves room
-# for a copy while loading.
+# cached with 3 training views (6.9 GiB), UCF101 (2 views: 12.8 GiB) streams unless --clip-cache-gib allows 13 or
+# more. A quarter of the memory leaves room for a copy while loading.
 CACHE_BUDGET_BYTES = min(8 * 2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
 # Clips cached per training video, at `uniform_clip_positions(TRAIN_VIEWS)`, one drawn per video per epoch: four
 # segments of the video, as in TSN-style sampling, for four times the memory of the centre clip alone. When they do
@@ -500,11 +500,10 @@ class VideoClips(Dataset):
 # --- Cached or streamed splits -------------------------------------------------------------------------------------
 
 
-def cached_views(train_videos: int, test_videos: int, spec: ClipSpec) -> int:
+def cached_views(train_videos: int, test_videos: int, spec: ClipSpec, budget: int) -> int:
     """How many clips of each training video to cache beside the test videos' centre clips: `TRAIN_VIEWS`, or as
-    many as fit in `CACHE_BUDGET_BYTES` down to `MIN_TRAIN_VIEWS`; 0 when not even those fit, and the splits
-    stream."""
-    fit = (CACHE_BUDGET_BYTES // spec.nbytes - test_videos) // max(train_videos, 1)
+    many as fit in `budget` bytes down to `MIN_TRAIN_VIEWS`; 0 when not even those fit, and the splits stream."""
+    fit = (budget // spec.nbytes - test_videos) // max(train_videos, 1)
     return min(TRAIN_VIEWS, fit) if fit >= MIN_TRAIN_VIEWS else 0
 
 
@@ -548,12 +547,13 @@ def streamed_splits(request: LoadRequest, name: str, files: FileSplits, spec: Cl
 
 def video_splits(request: LoadRequest, name: str, files: FileSplits, spec: ClipSpec, augment: Augment) -> DataSplits:
     """The dataset's splits: decoded once into the cache and held as `TensorImages` (training: one of each video's
-    cached views at random, and `augment`) when the clips fit in `CACHE_BUDGET_BYTES` (`cached_views`), else
+    cached views at random, and `augment`) when the clips fit in --clip-cache-gib (`cached_views`), else
     streamed (training: random clips and crops, and flips when `augment.hflip`)."""
     for split, paths in (("train", files.train_files), ("test", files.test_files)):
         if not paths:
             raise UserError(f"{name} lists no {split} videos; check its split files or folders")
-    views = cached_views(len(files.train_files), len(files.test_files), spec)
+    budget = CACHE_BUDGET_BYTES if request.clip_cache_gib is None else int(request.clip_cache_gib * 2**30)
+    views = cached_views(len(files.train_files), len(files.test_files), spec, budget)
     if not views:
         return streamed_splits(request, name, files, spec, augment.hflip)
     arrays = cached_clips(request, name, files, spec, views)
