@@ -247,6 +247,17 @@ def _tag(stream: int, draw: int) -> int:
     return hash32(hash32(stream) ^ draw)
 
 
+def _label_base(seed: int, *labels: str | int) -> int:
+    """32 bits of the seed and labels: blake2b, stable across processes, platforms and Python versions."""
+    digest = hashlib.blake2b(b"".join(map(_label_bytes, (seed, *labels))), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _sample_keys(base: int | torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The keys of samples with these int64 ids under a label base (an int, or int64 broadcasting with ids)."""
+    return hash32(hash32(base ^ (ids & _MASK32)) ^ ((ids >> 32) & _MASK32))
+
+
 def _label_bytes(label: str | int) -> bytes:
     if isinstance(label, str):
         text = b"s" + label.encode()
@@ -268,22 +279,30 @@ class SampleRNG:
     Each method's numbers on a stream are independent of the other methods' on that stream; two calls of the same
     method with the same stream return the same numbers."""
 
-    def __init__(self, keys: torch.Tensor):
-        """keys: int64 (N,), values in [0, 2**32) (higher bits are ignored), one per sample."""
+    def __init__(self, keys: torch.Tensor, states: torch.Tensor | None = None):
+        """keys: int64 (N,), values in [0, 2**32) (higher bits are ignored), one per sample. states: hash32 of the
+        keys, when already computed (`for_cells` derives many at once)."""
         if keys.dtype != torch.int64 or keys.ndim != 1:
             raise ValueError(f"keys must be an int64 vector, got {keys.dtype} of shape {tuple(keys.shape)}")
         self.keys = keys
-        self._states = hash32(keys & _MASK32)  # scrambles keys that are merely consecutive
+        self._states = hash32(keys & _MASK32) if states is None else states  # scrambles merely consecutive keys
 
     @classmethod
     def for_samples(cls, seed: int, *labels: str | int, ids: torch.Tensor) -> SampleRNG:
         """Keys for the samples with these dataset ids (int64, any non-negative values), from the seed and labels such
         as (suite name, corruption, severity); stable across processes, platforms and Python versions. Distinct
         ids below 2**32 get distinct keys."""
-        digest = hashlib.blake2b(b"".join(map(_label_bytes, (seed, *labels))), digest_size=4).digest()
-        base = int.from_bytes(digest, "little")
-        ids = ids.to(torch.int64)
-        return cls(hash32(hash32(base ^ (ids & _MASK32)) ^ ((ids >> 32) & _MASK32)))
+        return cls(_sample_keys(_label_base(seed, *labels), ids.to(torch.int64)))
+
+    @classmethod
+    def for_cells(cls, seed: int, suite: str, cells: Sequence[tuple[str, int]], ids: torch.Tensor) -> list[SampleRNG]:
+        """`for_samples(seed, suite, corruption, severity, ids=ids)` of every (corruption, severity) cell, derived
+        together: on a GPU a few dozen kernel launches for all the cells of a batch instead of for each."""
+        bases = torch.tensor([_label_base(seed, suite, *cell) for cell in cells], dtype=torch.int64)
+        if ids.device.type == "cuda":  # from pinned memory, so that the copy does not wait for the device
+            bases = bases.pin_memory().to(ids.device, non_blocking=True)
+        keys = _sample_keys(bases.to(ids.device)[:, None], ids.to(torch.int64)[None, :])
+        return [cls(k, s) for k, s in zip(keys, hash32(keys & _MASK32), strict=True)]
 
     def __len__(self) -> int:
         return len(self.keys)

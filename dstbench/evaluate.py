@@ -97,8 +97,7 @@ def evaluate(
     with reporter.task(f"evaluating on {suite.name}", total=total_work, unit=unit) as task:
         for batch in shard.batches(batch_size, device, train=False):
             score(batch.images, batch.labels, 0)
-            for cell in generated:
-                rng = SampleRNG.for_samples(seed, suite.name, *cell, ids=batch.ids)
+            for cell, rng in zip(generated, SampleRNG.for_cells(seed, suite.name, generated, batch.ids), strict=True):
                 score(suite.corrupt(batch.images, *cell, rng), batch.labels, 1 + cells.index(cell))
             task.advance(len(batch.ids) * (1 + len(generated)))
         for cell, cell_data in released.items():

@@ -244,6 +244,25 @@ def test_cuda_gives_the_same_numbers():
     assert torch.equal(rng_for(ids).uniform((9,)), rng_for(ids.cuda()).uniform((9,)).cpu())  # bits are exact
 
 
+def test_cells_derived_together_are_the_cells_derived_alone():
+    ids = torch.tensor([0, 7, 2**33 + 5, 41])
+    cells = [("fog", 1), ("fog", 5), ("shot_noise", 3)]
+    together = SampleRNG.for_cells(3, "cifar-c", cells, ids)
+    for cell, rng in zip(cells, together, strict=True):
+        alone = SampleRNG.for_samples(3, "cifar-c", *cell, ids=ids)
+        assert torch.equal(rng.keys, alone.keys) and torch.equal(rng.normal((5,)), alone.normal((5,)))
+    assert SampleRNG.for_cells(3, "cifar-c", [], ids) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_cells_derived_together_are_the_cpu_cells():
+    ids = torch.arange(1000)
+    cells = [(name, severity) for name in ("fog", "snow") for severity in range(1, 6)]
+    on_gpu = SampleRNG.for_cells(0, "cifar-c", cells, ids.cuda())
+    for rng, cpu in zip(on_gpu, SampleRNG.for_cells(0, "cifar-c", cells, ids), strict=True):
+        assert rng.keys.device.type == "cuda" and torch.equal(rng.keys.cpu(), cpu.keys)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         SampleRNG(torch.arange(3, dtype=torch.int32))
