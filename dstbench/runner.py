@@ -292,8 +292,12 @@ def read_baseline(path: str) -> dict[str, dict[int, float]]:
     problems = validate_file(file)
     if problems:
         raise UserError(f"--baseline {file} is not a valid entry: {problems[0]}")
-    grid = json.loads(file.read_text())["corruptions"]
-    return {c: {int(s): acc for s, acc in row.items()} for c, row in grid.items()}
+    return entry_grid(json.loads(file.read_text()))
+
+
+def entry_grid(entry: dict) -> dict[str, dict[int, float]]:
+    """An entry's corruption × severity accuracies with integer severities (JSON keys are strings)."""
+    return {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
 
 
 def make_entry(

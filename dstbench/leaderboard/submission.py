@@ -138,23 +138,23 @@ def _sparsity_checks(entry: dict[str, Any], model) -> list[Check]:
     return checks
 
 
-def find_baseline(entry: dict[str, Any], given_path: Path | None, entries_dir: Path | None) -> Path | None:
+def find_baseline(entry: dict[str, Any], given_path: Path | None, entries_dir: Path) -> Path | None:
     """The file of the entry's mCE baseline: `given_path`, else the path its run recorded if it exists, else the
-    board's entry of that name (entry files are <name>.json). None when it claims no mCE; a path that does not exist
-    when none is found."""
+    board's entry of that name (entry files are <name>.json). None when it claims no mCE or records no baseline; a
+    path that does not exist when none is found."""
     recorded = entry["evaluation"]["baseline"]
-    if entry["corruptions_mce"] is None or (given_path is None and not recorded):
+    if given_path is not None or entry["corruptions_mce"] is None or not recorded:
         return given_path
-    if given_path is not None or Path(recorded).is_file():
-        return given_path or Path(recorded)
-    on_board = sorted(entries_dir.rglob(f"{recorded}.json")) if entries_dir and PATH_PART.match(recorded) else []
+    if Path(recorded).is_file():
+        return Path(recorded)
+    on_board = sorted(entries_dir.rglob(f"{recorded}.json")) if PATH_PART.match(recorded) else []
     return on_board[0] if on_board else Path(recorded)
 
 
 def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
     """The entry's mCE against the one its cells and its baseline's give; None when it claims no mCE."""
     from dstbench.evaluate import EvalResult
-    from dstbench.runner import read_baseline
+    from dstbench.runner import entry_grid, read_baseline
 
     claimed = entry["corruptions_mce"]
     if claimed is None:
@@ -163,10 +163,8 @@ def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
     if baseline is None or not baseline.is_file():
         missing = f"baseline {baseline} not found" if baseline else "no baseline recorded"
         return Check(what, f"{claimed:.2f}", f"{missing}; pass --baseline FILE", "equal", False)
-    grid = {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
-    measured = EvalResult(entry["clean_acc"], grid, entry["evaluation"]["test_samples"]).mce(
-        read_baseline(str(baseline))
-    )
+    result = EvalResult(entry["clean_acc"], entry_grid(entry), entry["evaluation"]["test_samples"])
+    measured = result.mce(read_baseline(str(baseline)))
     return _accuracy_check(what, claimed, measured, MCE_TOLERANCE)
 
 
