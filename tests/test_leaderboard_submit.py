@@ -300,3 +300,13 @@ def test_export_writes_and_updates_robustbench_unaggregated_csv(cli, plugins, tm
     bad = invoke(cli, "export", tmp_path / "a.json", "--out", tmp_path / "rb")
     assert bad.exit_code == 2 and "unaggregated_results.csv does not have one column per" in bad.stderr
     assert not (folder / "First2026.json").exists()  # nothing written
+    header = ",".join(["", *(c for c, _ in columns)]) + "\n" + ",".join(["", *(str(s) for _, s in columns)]) + "\n"
+    for text, message in [
+        ("", "is not a RobustBench unaggregated results file"),
+        (",fog\n,one\n", "is not a RobustBench unaggregated results file"),
+        (header + "Standard,0.5\n", "has a row whose length differs from its header's"),
+    ]:
+        (folder / "unaggregated_results.csv").write_text(text)
+        bad = invoke(cli, "export", tmp_path / "a.json", "--out", tmp_path / "rb")
+        assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.output
+        assert not (folder / "First2026.json").exists()
