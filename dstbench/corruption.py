@@ -35,10 +35,22 @@ __all__ = [
     "SuiteRequest",
     "TableSuite",
     "hash32",
+    "luma",
     "parse_severities",
 ]
 
 LUMA = (0.2989, 0.5870, 0.1140)  # the references' RGB -> grey weights (rgb2gray, and OpenCV's COLOR_RGB2GRAY)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) float → (N, 1, H, W) grey, with the references' weights."""
+    return (x * _luma_weights(x.dtype, x.device)).sum(1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _luma_weights(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Cached: a tensor made from Python numbers on a GPU is a copy from the host that waits for the device.
+    return torch.tensor(LUMA, dtype=dtype, device=device).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -190,8 +202,7 @@ class TableSuite(CorruptionSuite):
         else:
             out = entry.function(rgb, parameter, rng)
         if grey:
-            weights = torch.tensor(LUMA, dtype=torch.float32, device=out.device).view(1, 3, 1, 1)
-            out = (out.to(torch.float32) * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+            out = luma(out.to(torch.float32)).round_().clamp_(0, 255).to(torch.uint8)
         return out
 
 

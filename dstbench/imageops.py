@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from dstbench.corruption import LUMA, SampleRNG
+from dstbench.corruption import SampleRNG
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -185,12 +185,6 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
         "b": torch.stack([p, p, t, v, v, q], 1),
     }
     return torch.cat([options[k].gather(1, i) for k in "rgb"], 1)
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) → (N, 1, H, W) grey, with the references' weights."""
-    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * weights).sum(1, keepdim=True)
 
 
 def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int = 0) -> torch.Tensor:

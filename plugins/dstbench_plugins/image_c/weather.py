@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dstbench.corruption import Corruption, SampleRNG
+from dstbench.corruption import Corruption, SampleRNG, luma
 from dstbench.imageops import (
     clipped_zoom,
     filter2d,
     gaussian_blur,
     hsv_to_rgb,
-    luma,
     motion_blur,
     next_power_of_two,
     plasma_fractal,
