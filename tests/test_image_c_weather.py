@@ -191,14 +191,19 @@ def test_canny_matches_opencv_on_a_photo():
     assert np.array_equal(ours, cv2.Canny(grey, 50, 150) > 0)
 
 
-def test_chamfer_distance_matches_opencv():
+@pytest.mark.parametrize("limit", [20, 60])
+def test_chamfer_distance_matches_opencv_up_to_the_limit(limit, monkeypatch):
     rs = np.random.RandomState(1)
     edges = np.stack([rs.random_sample((48, 64)) < p for p in (0.002, 0.01, 0.05)] + [np.zeros((48, 64), bool)])
-    ours = weather.chamfer_distance(torch.from_numpy(edges)[:, None])[:, 0].numpy()
     theirs = np.stack([cv2.distanceTransform(np.where(e, 0, 255).astype(np.uint8), cv2.DIST_L2, 5) for e in edges])
-    assert theirs[0].max() > 20
-    assert np.abs(ours[:3] - theirs[:3]).max() < 1e-5  # float sums in another order
-    assert (ours[3] > 20).all() and (theirs[3] > 20).all()  # no edge at all: past the threshold everywhere
+    assert 20 < theirs[0].max() < 60  # the limit of 20 truncates, that of 60 does not
+    ours = weather.chamfer_distance(torch.from_numpy(edges)[:, None], limit)[:, 0].numpy()
+    assert np.abs(ours - np.minimum(theirs, limit)).max() < 1e-5  # float sums in another order
+    assert (ours[3] == limit).all()  # no edge at all: the limit everywhere
+    # An accelerator goes on for every round where the CPU stops once nothing changes: the same distances.
+    monkeypatch.setattr(weather, "_settled", lambda after, before: False)
+    every_round = weather.chamfer_distance(torch.from_numpy(edges)[:, None], limit)[:, 0].numpy()
+    assert np.array_equal(every_round, ours)
 
 
 def test_box_blur_and_equalize_hist_match_opencv():

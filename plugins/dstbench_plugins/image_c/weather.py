@@ -20,7 +20,6 @@ least so much that every texture is larger than the image.
 from __future__ import annotations
 
 import functools
-import math
 from importlib import resources
 
 import numpy as np
@@ -199,7 +198,7 @@ def spatter(images: torch.Tensor, parameter: tuple[float, ...], rng: SampleRNG) 
 def _water(x: torch.Tensor, liquid: torch.Tensor, strength: float) -> torch.Tensor:
     """x + m · turquoise, m = layer · shading from the distance to the layer's edges, normalised to max c4."""
     layer = liquid.mul(255).floor_().remainder_(256)  # np.uint8 truncates, and wraps values past 255
-    distance = chamfer_distance(canny(layer, 50, 150)).clamp_(max=20)  # cv2.threshold(..., 20, 20, THRESH_TRUNC)
+    distance = chamfer_distance(canny(layer, 50, 150), 20)  # cv2.threshold(..., 20, 20, THRESH_TRUNC)
     shading = box_blur(distance).floor_()  # cv2.blur, then .astype(np.uint8)
     shading = equalize_hist(shading)
     t = _offsets(1, x.device)
@@ -263,43 +262,52 @@ def _hysteresis(strong: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
     allowed = candidate.to(torch.float32)
     for _ in range(_HYSTERESIS_STEPS):
         grown = F.max_pool2d(edges, 3, stride=1, padding=1).mul_(allowed)
-        # Once nothing grows, further steps change nothing: the CPU stops there; an accelerator goes on, since
-        # checking would make the host wait for it.
-        if grown.device.type == "cpu" and torch.equal(grown, edges):
+        if _settled(grown, edges):
             break
         edges = grown
     return edges.bool()
 
 
+def _settled(after: torch.Tensor, before: torch.Tensor) -> bool:
+    """Whether a step of an iteration changed nothing, so that further steps change nothing either. Only the CPU
+    checks: on an accelerator reading the answer back would make the host wait for the device, so it goes on."""
+    return after.device.type == "cpu" and torch.equal(after, before)
+
+
 # cv2.distanceTransform(src, DIST_L2, 5)'s 5×5 chamfer mask: steps of 1 (axial), 1.4 (diagonal) and 2.1969 (knight's
 # move), as OpenCV 5 uses them (OpenCV 4 rounds them to multiples of 2**-16).
 _AXIAL, _DIAGONAL, _KNIGHT = 1.0, 1.4, 2.1969
-_FAR = 1e30  # the distance of a pixel not reached yet
 
 
-def chamfer_distance(edges: torch.Tensor) -> torch.Tensor:
-    """cv2.distanceTransform(where(edges, 0, 255), DIST_L2, 5) of bool (N, 1, H, W), float32: OpenCV's forward raster
-    pass, then its backward pass as a forward pass over the image turned by 180° (the mask is symmetric)."""
-    distance = torch.where(edges[:, 0], 0.0, _FAR).to(torch.float64)
-    distance = _chamfer_pass(_chamfer_pass(distance).flip(1, 2)).flip(1, 2)
-    return distance[:, None].to(torch.float32)
+def chamfer_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
+    """min(cv2.distanceTransform(where(edges, 0, 255), DIST_L2, 5), limit) of bool (N, 1, H, W), as float32.
+
+    The distance is the cost of the cheapest path of chamfer steps to an edge. OpenCV finds it in two raster passes,
+    which batched are a dozen kernel launches per row. Here each round lets every pixel take one step from its
+    neighbours' distances: minima over small windows, some twenty kernels whatever the image size. No step costs
+    less than 1, so a path within the limit has at most `limit` steps, and that many rounds find every distance up to
+    the limit. The windows also offer moves that are not chamfer steps ((0, 2) for 2.1969, an axial neighbour for
+    1.4), each dearer than the chamfer path it stands for, so they change no distance."""
+    distance = torch.where(edges, 0.0, float(limit)).to(torch.float64)
+    for _ in range(limit):
+        rows, columns = _window_min(distance, 2), _window_min(distance, 3)  # the 3 × 1 and 1 × 3 windows
+        square = _window_min(rows, 3)
+        knight = torch.minimum(_window_min(square, 2), _window_min(square, 3))  # the 5 × 3 and 3 × 5 windows
+        step = torch.minimum(torch.minimum(rows, columns).add_(_AXIAL), square.add_(_DIAGONAL))
+        stepped = torch.minimum(distance, torch.minimum(step, knight.add_(_KNIGHT)))
+        if _settled(stepped, distance):
+            break
+        distance = stepped
+    return distance.to(torch.float32)
 
 
-def _chamfer_pass(distance: torch.Tensor) -> torch.Tensor:
-    """One forward raster pass over (N, H, W), row by row: from the mask's neighbours in the two rows above, then
-    left to right, row[j] = min over k ≤ j of row[k] + (j - k), as a running minimum."""
-    w = distance.shape[2]
-    padded = F.pad(distance, (2, 2, 2, 0), value=_FAR)  # so that every row's neighbours above are plain slices
-    columns = torch.arange(w, dtype=torch.float64, device=distance.device)
-    reach = _offsets(2, distance.device).abs()
-    adjacent = torch.where(reach == 0, _AXIAL, torch.where(reach == 1, _DIAGONAL, _KNIGHT))
-    two_above = torch.where(reach == 1, _KNIGHT, math.inf)
-    above = torch.stack([two_above, adjacent])[:, None]  # (2, 1, 5): costs from rows i - 2 and i - 1
-    for i in range(distance.shape[1]):
-        reached = (padded[:, i : i + 2].unfold(2, 5, 1) + above).amin((1, 3))
-        row = torch.minimum(padded[:, i + 2, 2:-2], reached)
-        padded[:, i + 2, 2:-2] = (row - columns).cummin(1).values + columns
-    return padded[:, 2:, 2:-2]
+def _window_min(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """The minimum of each element and its two neighbours along `dim` (one at the ends)."""
+    out = x.clone()
+    n = x.shape[dim]
+    out.narrow(dim, 1, n - 1).clamp_(max=x.narrow(dim, 0, n - 1))
+    out.narrow(dim, 0, n - 1).clamp_(max=x.narrow(dim, 1, n - 1))
+    return out
 
 
 def box_blur(x: torch.Tensor) -> torch.Tensor:
