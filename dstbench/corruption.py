@@ -331,15 +331,23 @@ class SampleRNG:
 
     def uniform(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
         """float32 (N, *shape), uniform on the open interval (0, 1) with 24-bit resolution."""
-        (bits,) = self._bits(stream, (_UNIFORM,), math.prod(shape))
-        return self._uniform24(bits).view(len(self), *shape)
+        return self.uniforms([(shape, stream)])[0]
+
+    def uniforms(self, draws: Sequence[tuple[tuple[int, ...], int]]) -> list[torch.Tensor]:
+        """`uniform(shape, stream)` for each (shape, stream), the same numbers made together: on a GPU one round of
+        hashing kernels for all the draws instead of one per draw."""
+        sizes = [math.prod(shape) for shape, _ in draws]
+        parts = tuple((stream, _UNIFORM, size) for (_, stream), size in zip(draws, sizes, strict=True))
+        u = self._uniform24(self._bits(parts))
+        return [part.view(len(self), *shape) for part, (shape, _) in zip(u.split(sizes, 1), draws, strict=True)]
 
     def normal(self, shape: tuple[int, ...], stream: int = 0) -> torch.Tensor:
         """float32 (N, *shape), standard normal. Box-Muller: elements 2j and 2j+1 are the cosine and sine parts of
         pair j, whose radius and angle come from two different draws."""
         size = math.prod(shape)
-        radius, angle = self._bits(stream, _NORMAL, (size + 1) // 2)
-        pairs = _blockwise(_box_muller, radius, angle)
+        half = (size + 1) // 2
+        bits = self._bits(tuple((stream, draw, half) for draw in _NORMAL))
+        pairs = _blockwise(_box_muller, bits[:, :half], bits[:, half:])
         return pairs.view(len(self), -1)[:, :size].reshape(len(self), *shape)
 
     def poisson(self, levels: torch.Tensor, scale: float, stream: int = 0) -> torch.Tensor:
@@ -347,14 +355,14 @@ class SampleRNG:
         of the rate's CDF, tabulated in float64, at a 32-bit uniform. Exact up to that uniform's resolution."""
         if levels.dtype != torch.uint8:
             raise ValueError(f"levels must be uint8, got {levels.dtype}")
-        (bits,) = self._bits(stream, (_POISSON,), math.prod(levels.shape[1:]))
+        bits = self._bits(((stream, _POISSON, math.prod(levels.shape[1:])),))
         table = _poisson_table(float(scale), levels.device)
         return _blockwise(table.invert, levels.reshape(bits.shape), bits).view(levels.shape)
 
-    def _bits(self, stream: int, draws: tuple[int, ...], size: int) -> torch.Tensor:
-        """32 random bits, (len(draws), N, size): for each draw, sample and element."""
-        tables = _element_tables(stream, draws, size, self.keys.device)
-        return _blockwise(hash32, self._states[None, :, None] ^ tables[:, None, :])
+    def _bits(self, parts: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
+        """32 random bits (N, total size): for each sample, the (stream, draw, size) parts side by side."""
+        tables = _element_tables(parts, self.keys.device)
+        return _blockwise(hash32, self._states[:, None] ^ tables[None, :])
 
     @staticmethod
     def _uniform24(bits: torch.Tensor) -> torch.Tensor:
@@ -367,12 +375,12 @@ class SampleRNG:
 
 
 @functools.lru_cache(maxsize=256)
-def _element_tables(stream: int, draws: tuple[int, ...], size: int, device: torch.device) -> torch.Tensor:
-    """hash32(hash32(c) ^ tag(stream, draw)) for each draw and element c < size, (len(draws), size): the half of
-    the bits that no sample changes, made once per shape and device, so that a call hashes each element only once
-    (a corruption draws over and over from the same few shapes: on a GPU each hash is some twenty launches)."""
-    element_hashes = hash32(torch.arange(size, device=device))
-    return torch.stack([hash32(element_hashes ^ _tag(stream, draw)) for draw in draws])
+def _element_tables(parts: tuple[tuple[int, int, int], ...], device: torch.device) -> torch.Tensor:
+    """hash32(hash32(c) ^ tag(stream, draw)) for each (stream, draw, size) part and element c < size, the parts side
+    by side: the half of the bits that no sample changes, made once per shape and device, so that a call hashes each
+    element only once (a corruption draws over and over from the same few shapes: on a GPU each hash is some twenty
+    launches)."""
+    return torch.cat([hash32(hash32(torch.arange(n, device=device)) ^ _tag(stream, draw)) for stream, draw, n in parts])
 
 
 _CPU_BLOCK = 1 << 17  # elements: the temporaries of elementwise work on one block stay in the CPU's cache

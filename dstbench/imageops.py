@@ -149,14 +149,13 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     # the reference's offsets: -ceil(i · sin θ - 0.5) rows and -ceil(i · cos θ - 0.5) columns for tap i
     dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
     dx = -torch.ceil(taps * torch.cos(theta) - 0.5).long()
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
+    # Each tap's source rows (N, taps, H) and columns (N, taps, W): shifts with edge replication.
+    rows = (torch.arange(h, device=x.device) - dy[:, :, None]).clamp_(0, h - 1)
+    cols = (torch.arange(w, device=x.device) - dx[:, :, None]).clamp_(0, w - 1)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = torch.zeros_like(x)
     for i in range(width):
-        r = (rows[None, :] - dy[:, i : i + 1]).clamp_(0, h - 1)  # (N, H): shift with edge replication
-        k = (cols[None, :] - dx[:, i : i + 1]).clamp_(0, w - 1)
-        out += weights[i] * x[batch, :, r[:, :, None], k[:, None, :]].permute(0, 3, 1, 2)
+        out += weights[i] * x[batch, :, rows[:, i, :, None], cols[:, i, None, :]].permute(0, 3, 1, 2)
     return out
 
 
@@ -192,18 +191,17 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
     `mapsize` must be a power of two."""
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    n = len(rng)
-    device = rng.keys.device
-    grid = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=device)
-    step, wibble, draw = mapsize, 100.0, 0
+    grid = torch.zeros(len(rng), mapsize, mapsize, dtype=torch.float64, device=rng.keys.device)
+    steps = [mapsize >> level for level in range(mapsize.bit_length() - 1)]  # mapsize, ..., 2
+    # Each step draws three (mapsize/step)² noise fields, on streams stream · 1024 + 0, 1, 2, ...: all made at once.
+    shapes = [(mapsize // step,) * 2 for step in steps for _ in range(3)]
+    noises = iter(rng.uniforms([(shape, stream * 1024 + draw) for draw, shape in enumerate(shapes)]))
+    wibble = 100.0
 
     def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        nonlocal draw
-        noise = rng.uniform(tuple(total.shape[1:]), stream=stream * 1024 + draw).to(torch.float64)
-        draw += 1
-        return total / 4 + wibble * (noise * 2 * wibble - wibble)
+        return total / 4 + wibble * (next(noises).to(torch.float64) * 2 * wibble - wibble)
 
-    while step >= 2:
+    for step in steps:
         half = step // 2
         corners = grid[:, 0::step, 0::step]
         squares = corners + corners.roll(-1, dims=1)
@@ -215,7 +213,6 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
         grid[:, 0::step, half::step] = wibbled_mean(across)
         down = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
         grid[:, half::step, 0::step] = wibbled_mean(down)
-        step //= 2
         wibble /= wibbledecay
     grid = grid - grid.amin(dim=(1, 2), keepdim=True)
     return (grid / grid.amax(dim=(1, 2), keepdim=True)).to(torch.float32)

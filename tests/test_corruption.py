@@ -130,7 +130,7 @@ def test_poisson_is_the_inverse_cdf_at_the_streams_uniform(scale):
     rng = rng_for(torch.arange(64))
     levels = torch.arange(256, dtype=torch.uint8).repeat(64, 4).view(64, 4, 256)
     counts = rng.poisson(levels, scale, stream=5)
-    (u,) = rng._uniform32(rng._bits(5, (corruption._POISSON,), 4 * 256))
+    u = rng._uniform32(rng._bits(((5, corruption._POISSON, 4 * 256),)))
     expected = stats.poisson.ppf(u.numpy(), levels.reshape(64, -1).double().numpy() * scale)
     assert np.array_equal(counts.reshape(64, -1).numpy(), expected)
 
@@ -175,6 +175,17 @@ def test_cpu_blocks_give_the_same_numbers(monkeypatch):
     monkeypatch.setattr(corruption, "_CPU_BLOCK", 1000)
     for before, blocked in zip(whole, draws_of(), strict=True):
         assert torch.equal(before, blocked)
+
+
+def test_uniforms_made_together_are_the_uniforms_made_alone(monkeypatch):
+    rng = rng_for(torch.arange(30) * 11)
+    draws = [((3, 4), 0), ((777,), 9), ((2, 2, 2), 1024), ((3, 4), 1)]
+    alone = [rng.uniform(shape, stream) for shape, stream in draws]
+    monkeypatch.setattr(corruption, "_CPU_BLOCK", 1000)  # and in blocks that cut across the draws
+    together = rng.uniforms(draws)
+    assert [u.shape for u in together] == [(30, *shape) for shape, _ in draws]
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert not torch.equal(together[0], together[3])  # another stream, other numbers
 
 
 def test_poisson_of_mixed_levels(rng):

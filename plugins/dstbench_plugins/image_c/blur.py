@@ -25,9 +25,11 @@ def glass_blur(images: torch.Tensor, parameter: tuple[float, int, int], rng: Sam
     local pixel shuffle with displacements in [-δ, δ)."""
     sigma, delta, iterations = parameter
     x = imageops.to_uint8(imageops.gaussian_blur(imageops.to_float(images), sigma))
-    for iteration in range(iterations):
-        # the references' np.random.randint(-δ, δ, size=2): one (dy, dx) per pixel, shared by its channels
-        dy, dx = (rng.uniform((2, *x.shape[-2:]), stream=iteration) * (2 * delta)).long().sub_(delta).unbind(1)
+    # the references' np.random.randint(-δ, δ, size=2): one (dy, dx) per pixel, shared by its channels; pass i draws
+    # from stream i
+    draws = rng.uniforms([((2, *x.shape[-2:]), iteration) for iteration in range(iterations)])
+    for u in draws:
+        dy, dx = (u * (2 * delta)).long().sub_(delta).unbind(1)
         x = glass_pass(x, dy, dx, delta)
     return imageops.to_uint8(imageops.gaussian_blur(imageops.to_float(x), sigma))
 
