@@ -416,7 +416,7 @@ class _PoissonTable:
 
     cdf: torch.Tensor  # (256 · terms,) float64
     terms: int
-    guide: torch.Tensor  # (256 · (M + 1),) int64: the first count whose CDF reaches m/M
+    guide: torch.Tensor | None  # (256 · (M + 1),) int64: the first count whose CDF reaches m/M; only where it is used
 
     def invert(self, levels: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
         """float32: the smallest count k with u ≤ CDF(k) of each element's level (uint8), u the uniform of its 32
@@ -458,6 +458,8 @@ def _poisson_table(scale: float, device: torch.device) -> _PoissonTable:
     cdf = log_pmf.exp_().cumsum_(1).clamp_(max=1)
     cdf[:, -1] = 1
     cdf = cdf.add_(2 * levels).flatten()
+    if not _compacts(device):
+        return _PoissonTable(cdf.to(device), terms, None)
     bucket_edges = torch.arange(_GUIDE_BUCKETS + 1, dtype=torch.float64) / _GUIDE_BUCKETS + 2 * levels  # exact
     guide = torch.searchsorted(cdf, bucket_edges) - levels.to(torch.int64) * terms
     return _PoissonTable(cdf.to(device), terms, guide.flatten().to(device))
