@@ -150,13 +150,14 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
     dx = -torch.ceil(taps * torch.cos(theta) - 0.5).long()
     # Each tap's source rows (N, taps, H) and columns (N, taps, W): shifts with edge replication.
-    rows = (torch.arange(h, device=x.device) - dy[:, :, None]).clamp_(0, h - 1)
+    row_starts = (torch.arange(h, device=x.device) - dy[:, :, None]).clamp_(0, h - 1).mul_(w)
     cols = (torch.arange(w, device=x.device) - dx[:, :, None]).clamp_(0, w - 1)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    out = torch.zeros_like(x)
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
     for i in range(width):
-        out += weights[i] * x[batch, :, rows[:, i, :, None], cols[:, i, None, :]].permute(0, 3, 1, 2)
-    return out
+        sources = (row_starts[:, i, :, None] + cols[:, i, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+        out += weights[i] * flat.gather(2, sources)
+    return out.view(n, c, h, w)
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
