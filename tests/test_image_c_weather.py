@@ -185,6 +185,14 @@ def test_canny_matches_opencv_exactly_on_spatter_layers(size, c):
     assert np.array_equal(ours, np.stack([cv2.Canny(layer, 50, 150) > 0 for layer in layers]))
 
 
+def test_canny_runs_every_hysteresis_step_on_an_accelerator_with_the_same_edges(monkeypatch):
+    """The CPU stops growing edges once a step adds none; an accelerator runs all _HYSTERESIS_STEPS."""
+    layers = torch.from_numpy((liquid_layers(224, water_parameters()[-1][1], 2) * 255).astype(np.uint8))[:, None]
+    stopped = weather.canny(layers.float(), 50, 150)
+    monkeypatch.setattr(weather, "_settled", lambda after, before: False)
+    assert torch.equal(weather.canny(layers.float(), 50, 150), stopped)
+
+
 def test_canny_matches_opencv_on_a_photo():
     grey = skimage.util.img_as_ubyte(skimage.color.rgb2gray(natural(128)[0]))
     ours = weather.canny(torch.from_numpy(grey)[None, None].float(), 50, 150)[0, 0].numpy()
