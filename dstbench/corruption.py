@@ -138,6 +138,7 @@ class Corruption:
     function: Callable[[torch.Tensor, Any, SampleRNG], torch.Tensor]
     parameters: Mapping[int, Sequence[Any]]
     min_size: int = 1  # the smallest image side it works on
+    cpu_pieces: bool = True  # False: it takes whole batches on the CPU too (e.g. it runs its own threads over them)
 
 
 class TableSuite(CorruptionSuite):
@@ -194,7 +195,7 @@ class TableSuite(CorruptionSuite):
             return images.clone()
         grey = images.shape[1] == 1
         rgb = images.expand(-1, 3, -1, -1).contiguous() if grey else images
-        if rgb.device.type == "cpu":
+        if rgb.device.type == "cpu" and entry.cpu_pieces:
             step = max(1, self.cpu_chunk_elements // max(1, math.prod(rgb.shape[1:])))
             out = torch.cat(
                 [entry.function(rgb[i : i + step], parameter, rng[i : i + step]) for i in range(0, len(rgb), step)]

@@ -1,6 +1,7 @@
 """The digital corruptions against their references: `imagecorruptions` at 224 px, the formulas of
 `make_cifar_c.py` (32 px) and `make_tinyimagenet_c.py` (64 px) with PIL, scikit-image, OpenCV and SciPy."""
 
+import dataclasses
 import functools
 import io
 
@@ -289,6 +290,30 @@ def test_elastic_transform_depends_only_on_the_image_and_its_key():
     for i in (0, 85, 119):
         assert torch.equal(corrupt(images[i : i + 1], "elastic_transform", 3, 32, ids=ids[i : i + 1]), whole[i : i + 1])
     assert not torch.equal(whole[0], whole[3])  # the same photo, another key
+
+
+def test_jpeg_takes_whole_batches_on_the_cpu_where_the_others_take_pieces(monkeypatch):
+    """The CPU cuts batches into cache-sized pieces for tensor work; JPEG spreads the whole batch over its threads."""
+    batches = []
+
+    def recording(function):
+        return lambda images, parameter, rng: batches.append(len(images)) or function(images, parameter, rng)
+
+    suite = TableSuite(
+        "pieces",
+        "test",
+        64,
+        {name: dataclasses.replace(c, function=recording(c.function)) for name, c in digital.CORRUPTIONS.items()},
+    )
+    monkeypatch.setattr(suite, "cpu_chunk_elements", 3 * 64 * 64 * 4)  # 4 images a piece
+    images = to_tensor(np.repeat(photos(64), 4, axis=0))  # 12
+    rng = SampleRNG.for_samples(0, "pieces", ids=torch.arange(12))
+    whole = suite.corrupt(images, "jpeg_compression", 2, rng)
+    assert batches == [12]
+    batches.clear()
+    suite.corrupt(images, "contrast", 2, rng)
+    assert batches == [4, 4, 4]
+    assert torch.equal(whole, corrupt(images, "jpeg_compression", 2, 64))
 
 
 @pytest.mark.parametrize("name", ["contrast", "saturate", "pixelate", "jpeg_compression"])

@@ -226,7 +226,9 @@ CORRUPTIONS = {
         min_size=4,  # int(size · c) must be at least one pixel
     ),
     "jpeg_compression": Corruption(
-        jpeg_compression, {32: (80, 65, 58, 50, 40), 64: (65, 58, 50, 40, 25), 224: (25, 18, 15, 10, 7)}
+        jpeg_compression,
+        {32: (80, 65, 58, 50, 40), 64: (65, 58, 50, 40, 25), 224: (25, 18, 15, 10, 7)},
+        cpu_pieces=False,  # chunks of the whole batch go through libjpeg in parallel threads
     ),
     "saturate": Corruption(
         saturate,
