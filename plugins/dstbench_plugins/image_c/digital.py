@@ -78,11 +78,11 @@ _PRECISION_BITS = 22  # Pillow's fixed-point resampling of 8-bit images: 32 - 8 
 
 
 @functools.lru_cache(maxsize=64)
-def _box_coefficients(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _box_windows(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pillow's `precompute_coeffs` for the BOX filter: output pixel i averages the input pixels whose centres lie
-    in ((i + ½) · scale ± support], support = ½ · max(scale, 1), scale = in/out. Returns that (out, in) 0/1 matrix
-    and Pillow's fixed-point weight 1/count per output pixel. Cached per device, like the other constants here, so
-    that batches do not wait for host-to-device copies."""
+    in ((i + ½) · scale ± support], support = ½ · max(scale, 1), scale = in/out. Returns each output pixel's window
+    of input pixels [start, stop) (int64) and Pillow's fixed-point weight 1/count (int32), (out,) each. Cached per
+    device, like the other constants here, so that batches do not wait for host-to-device copies."""
     scale = in_size / out_size
     support = 0.5 * max(scale, 1.0)
     centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
@@ -91,28 +91,28 @@ def _box_coefficients(in_size: int, out_size: int, device: torch.device) -> tupl
     j = torch.arange(in_size, dtype=torch.float64)
     # Pillow's own arithmetic, which decides the pixels whose centres fall on a window's edge
     offset = (j[None, :] - centre[:, None] + 0.5) * (1.0 / max(scale, 1.0))
-    inside = (j >= first[:, None]) & (j < stop[:, None]) & (offset > -0.5) & (offset <= 0.5)
-    weight = torch.floor(0.5 + 2.0**_PRECISION_BITS / inside.sum(1, dtype=torch.float64)).to(torch.int64)
-    return inside.to(device=device, dtype=torch.float32), weight.to(device)
+    inside = (j >= first[:, None]) & (j < stop[:, None]) & (offset > -0.5) & (offset <= 0.5)  # an interval per row
+    count = inside.sum(1)
+    start = inside.to(torch.int8).argmax(1)
+    weight = torch.floor(0.5 + 2.0**_PRECISION_BITS / count.to(torch.float64)).to(torch.int64)
+    return start.to(device), (start + count).to(device), weight.to(device=device, dtype=torch.int32)
 
 
 def _box_resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
-    """One Pillow BOX pass along dim −1 or −2 of uint8-valued float images, rounded to integers as Pillow does."""
-    support, weight = _box_coefficients(x.shape[dim], out_size, x.device)
-    # The sums of 0/1-weighted uint8 values are exact in float32; Pillow then multiplies them by its 22-bit weight
-    # 1/count and rounds, which for some counts rounds ties down, so copy it rather than rounding sum / count.
-    if dim == -1:
-        sums = x @ support.T
-    else:
-        sums, weight = support @ x, weight[:, None]
-    rounded = (sums.to(torch.int64) * weight + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS
-    return rounded.to(torch.float32)
+    """One Pillow BOX pass along dim −1 or −2 of uint8-valued int32 images, rounded to integers as Pillow does."""
+    start, stop, weight = _box_windows(x.shape[dim], out_size, x.device)
+    # Window sums as differences of running sums. Pillow then multiplies them by its 22-bit weight 1/count and
+    # rounds, which for some counts rounds ties down, so copy it rather than rounding sum / count. All exact in int32:
+    # a weighted sum is at most 255 · 2**22 plus the rounding half.
+    running = F.pad(x.cumsum(dim, dtype=torch.int32), (1, 0) if dim == -1 else (0, 0, 1, 0))
+    sums = running.index_select(dim, stop) - running.index_select(dim, start)
+    return (sums * (weight if dim == -1 else weight[:, None]) + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS
 
 
 def box_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """PIL's `resize((w, h), Image.BOX)` of uint8 images (N, C, H, W) to size (h, w): a horizontal, then a vertical
     pass, each rounded to uint8 values."""
-    x = _box_resize_axis(images.to(torch.float32), size[1], -1)
+    x = _box_resize_axis(images.to(torch.int32), size[1], -1)
     return _box_resize_axis(x, size[0], -2).to(torch.uint8)
 
 
