@@ -53,6 +53,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> torch.Tens
         return F.conv2d(x, weight, groups=groups)
 
 
+def separable(rows: torch.Tensor, x: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """rows @ x @ columns.T over the last two dims of x (a linear map of each (H, W) map), in full float32."""
+    with ieee_float32(x.device):
+        return rows @ x @ columns.T
+
+
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> torch.Tensor:
     """Correlate every channel with a (kh, kw) kernel, or each image with its own (N, kh, kw) kernel, keeping the
     size. border: 'reflect' (OpenCV's default BORDER_REFLECT_101) or 'replicate' (SciPy's 'nearest')."""
@@ -127,8 +133,7 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     starves the GPU when the images are small and many."""
     h, w = x.shape[-2:]
     if max(h, w) <= _ZOOM_BY_PRODUCTS:
-        with ieee_float32(x.device):
-            return _zoom_matrix(h, factor, x.device) @ x @ _zoom_matrix(w, factor, x.device).T
+        return separable(_zoom_matrix(h, factor, x.device), x, _zoom_matrix(w, factor, x.device))
     ch, cw = math.ceil(h / factor), math.ceil(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = x[:, :, top : top + ch, left : left + cw]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from dstbench.corruption import Corruption, SampleRNG
-from dstbench.imageops import gaussian_kernel1d, hsv_to_rgb, ieee_float32, rgb_to_hsv, to_float, to_uint8
+from dstbench.imageops import gaussian_kernel1d, hsv_to_rgb, rgb_to_hsv, separable, to_float, to_uint8
 
 __all__ = [
     "CORRUPTIONS",
@@ -140,8 +140,7 @@ def _reflect_gaussian_matrix(n: int, sigma: float, device: torch.device) -> torc
 def reflect_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """skimage.filters.gaussian(x, sigma, mode='reflect', truncate=3) of each (H, W) map of x (N, ..., H, W)."""
     rows, columns = (_reflect_gaussian_matrix(n, sigma, x.device).to(x.dtype) for n in x.shape[-2:])
-    with ieee_float32(x.device):
-        return rows @ x @ columns.T
+    return separable(rows, x, columns)
 
 
 def reflect_remap(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
