@@ -312,8 +312,8 @@ class SampleRNG:
         together: on a GPU a few dozen kernel launches for all the cells of a batch instead of for each."""
         bases = torch.tensor([_label_base(seed, suite, *cell) for cell in cells], dtype=torch.int64)
         if ids.device.type == "cuda":  # from pinned memory, so that the copy does not wait for the device
-            bases = bases.pin_memory().to(ids.device, non_blocking=True)
-        keys = _sample_keys(bases.to(ids.device)[:, None], ids.to(torch.int64)[None, :])
+            bases = bases.pin_memory()
+        keys = _sample_keys(bases.to(ids.device, non_blocking=True)[:, None], ids.to(torch.int64)[None, :])
         return [cls(k, s) for k, s in zip(keys, hash32(keys & _MASK32), strict=True)]
 
     def __len__(self) -> int:
