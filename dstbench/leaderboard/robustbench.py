@@ -145,25 +145,29 @@ def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
     for path in entries:
         entry = load_entry(path)
         name = entry.get("name") or entry["run_id"]
-        reason = setting_misfit(entry) or cells_misfit(entry, _benchmark(plugins, entry["suite"]))
+        reason = setting_misfit(entry)
+        if reason is None:  # a suite of the benchmark's corruptions
+            benchmark = _benchmark(plugins, entry["suite"])
+            reason = cells_misfit(entry, benchmark)
         if reason is None and not PATH_PART.match(name):
             reason = f"its name {name!r} cannot be a file name; give it one with dstbench leaderboard submit --name"
         if reason:
             click.echo(f"{path}: skipped: {reason}", err=True)
         else:
-            fitting.append((path, entry, name))
+            fitting.append((path, entry, name, benchmark))
     if not fitting:
         raise UserError(f"none of the {len(entries)} entries fits a RobustBench corruptions leaderboard")
     tables = {}  # dataset folder -> (columns, rows), every existing CSV read before anything is written
-    for _, entry, name in fitting:
+    files = []  # (entry path, model_info file, its content)
+    for path, entry, name, benchmark in fitting:
         folder = out / "model_info" / entry["dataset"] / "corruptions"
         if folder not in tables:
-            tables[folder] = read_unaggregated(folder / CSV_NAME, _benchmark(plugins, entry["suite"]))
+            tables[folder] = read_unaggregated(folder / CSV_NAME, benchmark)
         columns, rows = tables[folder]
         rows[name] = [_fraction(entry["corruptions"][c][str(s)]) for c, s in columns]
-    for path, entry, name in fitting:
-        target = out / "model_info" / entry["dataset"] / "corruptions" / f"{name}.json"
-        write_json(target, model_info(entry, _benchmark(plugins, entry["suite"])), mode=0o644)
+        files.append((path, folder / f"{name}.json", model_info(entry, benchmark)))
+    for path, target, info in files:
+        write_json(target, info, mode=0o644)
         click.echo(f"{path}: {target}")
     for folder, (columns, rows) in tables.items():
         text = unaggregated_text(columns, rows)
