@@ -13,6 +13,7 @@ from entries import make_entry
 from dstbench.cli import build_cli
 from dstbench.entry import validate_file, violations
 from dstbench.leaderboard.submission import sampling_tolerance
+from dstbench.runner import entry_grid
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +151,7 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     baseline["rpc"] = baseline["corruptions_acc"] / baseline["clean_acc"]
     baseline_path = tmp_path / "dense.json"
     baseline_path.write_text(json.dumps(baseline))
-    grid = {c: {int(s): a for s, a in row.items()} for c, row in claimed["corruptions"].items()}
-    base_grid = {c: {int(s): a for s, a in row.items()} for c, row in baseline["corruptions"].items()}
-    true_mce = EvalResult(0.0, grid, 0).mce(base_grid)
+    true_mce = EvalResult(0.0, entry_grid(claimed), 0).mce(entry_grid(baseline))
 
     def with_mce(value, recorded):
         def change(entry):
