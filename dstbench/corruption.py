@@ -145,7 +145,7 @@ class TableSuite(CorruptionSuite):
     """A suite of `Corruption`s with the parameters of one reference resolution. Grey images are corrupted as RGB
     and turned back into grey; on the CPU, batches go through in cache-sized pieces."""
 
-    cpu_chunk_elements = 2**18
+    cpu_chunk_elements = 2**19
 
     def __init__(
         self,
