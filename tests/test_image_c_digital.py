@@ -174,11 +174,13 @@ def test_matches_the_reference(name, size):
 
 @pytest.mark.parametrize(
     "in_size, out_size",
-    [(32, 30), (32, 27), (64, 57), (224, 67), (224, 56), (100, 10), (7, 3), (3, 2), (9, 6), (30, 32), (56, 224)],
+    [(32, 30), (32, 27), (64, 57), (224, 67), (224, 56), (100, 10), (7, 3), (3, 2), (9, 6), (30, 32), (56, 224)]
+    + [(3, 7), (19, 64), (67, 224), (134, 224), (57, 225)],
 )
 def test_box_resize_is_pils(in_size, out_size):
-    """Exact, downscaling and upscaling, non-square. 100 → 10 averages ten pixels, where Pillow's 22-bit weight
-    rounds ties down (51.5 → 51); at 3 → 2 and 9 → 6 pixel centres fall on the window's edges."""
+    """Exact, downscaling and upscaling (copies of single pixels), non-square. 100 → 10 averages ten pixels, where
+    Pillow's 22-bit weight rounds ties down (51.5 → 51); at 3 → 2 and 9 → 6 pixel centres fall on the window's
+    edges."""
     rng = np.random.default_rng(in_size * out_size)
     images = rng.integers(0, 256, (2, in_size, in_size + 3, 3), dtype=np.uint8)
     if in_size >= 10:

@@ -99,8 +99,11 @@ def _box_windows(in_size: int, out_size: int, device: torch.device) -> tuple[tor
 
 
 def _box_resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
-    """One Pillow BOX pass along dim −1 or −2 of uint8-valued int32 images, rounded to integers as Pillow does."""
+    """One Pillow BOX pass along dim −1 or −2 of images of uint8 values (uint8 or int32), rounded to integers as
+    Pillow does."""
     start, stop, weight = _box_windows(x.shape[dim], out_size, x.device)
+    if out_size >= x.shape[dim]:  # enlarging: every window is a single pixel (weight 2**22, exact), so copy them
+        return x.index_select(dim, start)
     # Window sums as differences of running sums. Pillow then multiplies them by its 22-bit weight 1/count and
     # rounds, which for some counts rounds ties down, so copy it rather than rounding sum / count. All exact in int32:
     # a weighted sum is at most 255 · 2**22 plus the rounding half.
@@ -112,7 +115,7 @@ def _box_resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
 def box_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """PIL's `resize((w, h), Image.BOX)` of uint8 images (N, C, H, W) to size (h, w): a horizontal, then a vertical
     pass, each rounded to uint8 values."""
-    x = _box_resize_axis(images.to(torch.int32), size[1], -1)
+    x = _box_resize_axis(images, size[1], -1)
     return _box_resize_axis(x, size[0], -2).to(torch.uint8)
 
 
