@@ -33,6 +33,9 @@ def test_hash32_matches_the_reference_bit_for_bit():
     values = edges + np.random.default_rng(0).integers(0, 2**32, 100_000).tolist()
     expected = [reference_lowbias32(v) for v in values]
     assert hash32(torch.tensor(values, dtype=torch.int64)).tolist() == expected
+    # int32 words, the form SampleRNG hashes in: its products must wrap around mod 2**32, vector lanes and tail alike
+    words = hash32(torch.tensor(values, dtype=torch.int64).to(torch.int32))
+    assert words.dtype == torch.int32 and (words.to(torch.int64) & M32).tolist() == expected
     assert [hash32(v) for v in values[:1000]] == expected[:1000]  # the same function on Python ints
     # The reference itself agrees with lowbias32 compiled from C (uint32_t arithmetic).
     assert [reference_lowbias32(v) for v in (1, 0x12345678, 2**31, M32)] == [
