@@ -32,16 +32,25 @@ def test_gaussian_blur_matches_skimage(sigma):
     assert np.abs(ours - sk_gaussian(x, sigma=sigma, channel_axis=-1)).max() < 1e-5
 
 
-@pytest.mark.parametrize("radius, alias", [(0.3, 0.4), (1.5, 0.1), (3, 0.1), (8, 0.5), (10, 0.5)])
-def test_disk_kernel_and_filter_match_opencv(radius, alias):
+@pytest.mark.parametrize(
+    "radius, alias, side",
+    [(0.3, 0.4, 3), (1, 0.2, 5), (1.5, 0.1, 5), (3, 0.1, 9), (6, 0.5, 15), (8, 0.5, 17), (10, 0.5, 21)],
+)
+def test_disk_kernel_and_filter_match_opencv(radius, alias, side):
+    """Ours is the reference's kernel cropped to its nonzero support; filtering with it is cv2.filter2D with theirs."""
     from imagecorruptions.corruptions import disk
 
     reference = disk(radius, alias)
     ours = imageops.disk_kernel(radius, alias).numpy()
-    assert ours.shape == reference.shape and np.abs(ours - reference).max() < 1e-6
+    crop = (len(reference) - side) // 2
+    inner = reference[crop : crop + side, crop : crop + side]
+    assert ours.shape == (side, side) and np.abs(ours - inner).max() < 1e-6
+    outside = np.ones_like(reference, dtype=bool)
+    outside[crop : crop + side, crop : crop + side] = False
+    assert not reference[outside].any()  # only zeros are left out
     x = _image(32)
     filtered = np.stack([cv2.filter2D(x[:, :, d], -1, reference) for d in range(3)], -1)
-    assert np.abs(_numpy(imageops.filter2d(_tensor(x), torch.from_numpy(reference))) - filtered).max() < 1e-5
+    assert np.abs(_numpy(imageops.filter2d(_tensor(x), torch.from_numpy(ours))) - filtered).max() < 1e-5
 
 
 @pytest.mark.parametrize("factor", [1.01, 1.06, 1.3])
