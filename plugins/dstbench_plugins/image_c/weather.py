@@ -314,8 +314,13 @@ def _window_min(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def box_blur(x: torch.Tensor) -> torch.Tensor:
-    """cv2.blur(x, (3, 3)) (reflect-101 border): the 3×3 sum in float64, scaled by 1/9 as OpenCV does, as float32."""
-    total = filter2d(x.to(torch.float64), torch.ones(3, 3, dtype=torch.float64, device=x.device))
+    """cv2.blur(x, (3, 3)) (reflect-101 border) of float32 maps (N, 1, H, W): the 3×3 sum in float64, scaled by 1/9
+    as OpenCV does, as float32. The sums are exact in any order for the values it gets (distances in steps of
+    float32 multiples of 2**-23 up to 20, and integers), so they are added as shifted slices: float64 convolutions
+    take PyTorch's slow path on the CPU."""
+    padded = F.pad(x.to(torch.float64), (1, 1, 1, 1), mode="reflect")
+    rows = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]
+    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     return total.mul_(1 / 9).to(torch.float32)
 
 
