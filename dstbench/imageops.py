@@ -211,8 +211,8 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
     noises = iter(rng.uniforms([(shape, stream * 1024 + draw) for draw, shape in enumerate(shapes)]))
     wibble = 100.0
 
-    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
-        return total / 4 + wibble * (next(noises).to(torch.float64) * 2 * wibble - wibble)
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:  # total / 4 + wibble · (2 · wibble · u − wibble), in place
+        return total.div_(4).add_(next(noises).to(torch.float64).mul_(2 * wibble).sub_(wibble).mul_(wibble))
 
     for step in steps:
         half = step // 2
@@ -227,8 +227,8 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
         down = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
         grid[:, half::step, 0::step] = wibbled_mean(down)
         wibble /= wibbledecay
-    grid = grid - grid.amin(dim=(1, 2), keepdim=True)
-    return (grid / grid.amax(dim=(1, 2), keepdim=True)).to(torch.float32)
+    grid.sub_(grid.amin(dim=(1, 2), keepdim=True))
+    return grid.div_(grid.amax(dim=(1, 2), keepdim=True)).to(torch.float32)
 
 
 def next_power_of_two(n: int) -> int:

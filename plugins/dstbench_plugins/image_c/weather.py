@@ -56,11 +56,11 @@ def fog(images: torch.Tensor, parameter: tuple[float, float], rng: SampleRNG) ->
     """clip((x + c0 · plasma_fractal(wibbledecay=c1)) · max(x) / (max(x) + c0)), max over the whole image, in
     float64 like the reference."""
     strength, decay = parameter
-    x = images.to(torch.float64) / 255
+    x = images.to(torch.float64).div_(255)
     h, w = x.shape[-2:]
     plasma = plasma_fractal(rng, next_power_of_two(max(h, w)), decay)[:, None, :h, :w].to(torch.float64)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return to_uint8((x + strength * plasma) * peak / (peak + strength))
+    return to_uint8(x.add_(plasma.mul_(strength)).mul_(peak).div_(peak + strength))  # in place, in that order
 
 
 # --- Frost --------------------------------------------------------------------------------------------------------
