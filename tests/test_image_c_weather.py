@@ -193,6 +193,13 @@ def test_canny_runs_every_hysteresis_step_on_an_accelerator_with_the_same_edges(
     assert torch.equal(weather.canny(layers.float(), 50, 150), stopped)
 
 
+def test_the_cpus_dilation_is_max_pool2d():
+    """The CPU dilates by window maxima, accelerators by max_pool2d: the same maps, edges included."""
+    maps = (torch.rand(3, 1, 23, 17, generator=torch.Generator().manual_seed(0)) > 0.8).float()
+    maps[0, 0, 0, 0] = maps[1, 0, -1, -1] = 1
+    assert torch.equal(weather._dilate(maps), torch.nn.functional.max_pool2d(maps, 3, stride=1, padding=1))
+
+
 def test_canny_matches_opencv_on_a_photo():
     grey = skimage.util.img_as_ubyte(skimage.color.rgb2gray(natural(128)[0]))
     ours = weather.canny(torch.from_numpy(grey)[None, None].float(), 50, 150)[0, 0].numpy()
