@@ -19,7 +19,7 @@ timeout 50 python3 benchmarks/train_throughput.py --json "$OUT/train.json" 2>&1 
 step "sparse algorithms vs dense"
 timeout 75 python3 benchmarks/dst_throughput.py --epochs 3 --repeats 1 --images 25000 --json "$OUT/dst.json" 2>&1 | tail -50
 step "corruption speed"
-timeout 120 python3 benchmarks/corruption_speed.py --images-32 10000 --images-224 500 --reference-images-32 200 --reference-images-224 20 --repeats 2 --eval-images 10000 --json "$OUT/corruption.json" 2>&1 | tail -80
+timeout 120 python3 benchmarks/corruption_speed.py --images-32 10000 --images-224 500 --reference-images-32 200 --reference-images-224 20 --eval-images 10000 --json "$OUT/corruption.json" 2>&1 | tail -80
 step "video: decode, r3d_18 dense vs RigL, video-c"
 timeout 120 python3 benchmarks/video_bench.py --json "$OUT/video.json" 2>&1 | tail -40
 step "dstbench run on the GPU"
