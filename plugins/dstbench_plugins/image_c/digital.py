@@ -78,11 +78,14 @@ _PRECISION_BITS = 22  # Pillow's fixed-point resampling of 8-bit images: 32 - 8 
 
 
 @functools.lru_cache(maxsize=64)
-def _box_windows(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _box_windows(
+    in_size: int, out_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Pillow's `precompute_coeffs` for the BOX filter: output pixel i averages the input pixels whose centres lie
     in ((i + ½) · scale ± support], support = ½ · max(scale, 1), scale = in/out. Returns each output pixel's window
-    of input pixels [start, stop) (int64) and Pillow's fixed-point weight 1/count (int32), (out,) each. Cached per
-    device, like the other constants here, so that batches do not wait for host-to-device copies."""
+    of input pixels [start, stop) (int64) and Pillow's fixed-point weight 1/count (int32), (out,) each, and whether
+    every window is a single pixel (as when enlarging). Cached per device, like the other constants here, so that
+    batches do not wait for host-to-device copies."""
     scale = in_size / out_size
     support = 0.5 * max(scale, 1.0)
     centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
@@ -95,14 +98,15 @@ def _box_windows(in_size: int, out_size: int, device: torch.device) -> tuple[tor
     count = inside.sum(1)
     start = inside.to(torch.int8).argmax(1)
     weight = torch.floor(0.5 + 2.0**_PRECISION_BITS / count.to(torch.float64)).to(torch.int64)
-    return start.to(device), (start + count).to(device), weight.to(device=device, dtype=torch.int32)
+    single = bool((count == 1).all())
+    return start.to(device), (start + count).to(device), weight.to(device=device, dtype=torch.int32), single
 
 
 def _box_resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     """One Pillow BOX pass along dim −1 or −2 of images of uint8 values (uint8 or int32), rounded to integers as
     Pillow does."""
-    start, stop, weight = _box_windows(x.shape[dim], out_size, x.device)
-    if out_size >= x.shape[dim]:  # enlarging: every window is a single pixel (weight 2**22, exact), so copy them
+    start, stop, weight, single = _box_windows(x.shape[dim], out_size, x.device)
+    if single:  # each output pixel is one input pixel (weight 2**22, exact): copy them
         return x.index_select(dim, start)
     # Window sums as differences of running sums. Pillow then multiplies them by its 22-bit weight 1/count and
     # rounds, which for some counts rounds ties down, so copy it rather than rounding sum / count. All exact in int32:
