@@ -168,7 +168,7 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     out = torch.zeros_like(flat)
     for i in range(width):
         sources = (row_starts[:, i, :, None] + cols[:, i, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-        out += weights[i] * flat.gather(2, sources)
+        out += flat.gather(2, sources).mul_(weights[i])
     return out.view(n, c, h, w)
 
 
