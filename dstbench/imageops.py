@@ -161,6 +161,8 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     # the reference's offsets: -ceil(i · sin θ - 0.5) rows and -ceil(i · cos θ - 0.5) columns for tap i
     dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
     dx = -torch.ceil(taps * torch.cos(theta) - 0.5).long()
+    if x.device.type == "cpu" and h * w > _GATHER_MAX_PIXELS:
+        return _sum_shifted_slices(x, weights, dy, dx)
     # Each tap's source rows (N, taps, H) and columns (N, taps, W): shifts with edge replication.
     row_starts = (torch.arange(h, device=x.device) - dy[:, :, None]).clamp_(0, h - 1).mul_(w)
     cols = (torch.arange(w, device=x.device) - dx[:, :, None]).clamp_(0, w - 1)
@@ -170,6 +172,25 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
         sources = (row_starts[:, i, :, None] + cols[:, i, None, :]).view(n, 1, h * w).expand(n, c, h * w)
         out += flat.gather(2, sources).mul_(weights[i])
     return out.view(n, c, h, w)
+
+
+# Above this many pixels per image, a CPU sums motion blur's taps as slices of each image (one operation per image
+# and tap) rather than gathers over the batch (one per tap): 2.4x faster at 224 px, slower at 64 px and below.
+_GATHER_MAX_PIXELS = 64 * 64
+
+
+def _sum_shifted_slices(x: torch.Tensor, weights: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Σ_i weights[i] · (image k shifted by dy[k, i] rows and dx[k, i] columns, edges replicated), as windows of
+    the edge-padded images: the products and sums of the gathers, in the same order."""
+    n, c, h, w = x.shape
+    pad_y, pad_x = int(dy.abs().max()), int(dx.abs().max())
+    padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate")
+    out = torch.zeros_like(x)
+    product = torch.empty_like(x[0])
+    for k in range(n):
+        for weight, top, left in zip(weights, (pad_y - dy[k]).tolist(), (pad_x - dx[k]).tolist(), strict=True):
+            out[k] += torch.mul(padded[k, :, top : top + h, left : left + w], weight, out=product)
+    return out
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:

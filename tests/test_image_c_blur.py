@@ -15,6 +15,7 @@ import torch
 from scipy.ndimage import zoom as scipy_zoom
 from skimage.filters import gaussian as sk_gaussian
 
+from dstbench import imageops
 from dstbench.corruption import SampleRNG, TableSuite
 from dstbench.errors import UserError
 from dstbench_plugins.image_c import blur
@@ -238,6 +239,19 @@ def test_motion_angles_are_uniform_between_minus_and_plus_45():
     expected = (angles + 45) / 90
     empirical = torch.arange(1, 20001, dtype=torch.float64) / 20000
     assert (empirical - expected).abs().max() < 0.015  # Kolmogorov-Smirnov: 0.0096 is the 5% critical value
+
+
+@pytest.mark.parametrize("size", [32, 65, 224])
+def test_motion_blurs_slices_and_gathers_agree(size, monkeypatch):
+    """A CPU sums the taps of large images as slices of padded images, accelerators and small images by gathers:
+    the same floats, shifts past every edge included (severity 5's 41 taps at 65 px)."""
+    images = torch.from_numpy(photos(224)).permute(0, 3, 1, 2)[:, :, :size, :size].float()
+    angles = torch.tensor([-44.9, 0.0, 37.0])
+    sums = {}
+    for path, limit in (("slices", 0), ("gathers", size * size)):
+        monkeypatch.setattr(imageops, "_GATHER_MAX_PIXELS", limit)
+        sums[path] = imageops.motion_blur(images, 20, 15, angles)
+    assert torch.equal(sums["slices"], sums["gathers"])
 
 
 # 96 draws at 32 px (32 per photo), 12 at 224 px; the MAD depends on the angle, so its estimates fluctuate by ~2%.
