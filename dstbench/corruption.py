@@ -138,14 +138,15 @@ class Corruption:
     function: Callable[[torch.Tensor, Any, SampleRNG], torch.Tensor]
     parameters: Mapping[int, Sequence[Any]]
     min_size: int = 1  # the smallest image side it works on
-    cpu_pieces: bool = True  # False: it takes whole batches on the CPU too (e.g. it runs its own threads over them)
+    # On the CPU, batches go through in pieces of about this many elements, small enough to stay in cache yet large
+    # enough that each operation's fixed cost is spread over many pixels; None: whole batches (it runs its own
+    # threads over them, say).
+    cpu_piece_elements: int | None = 2**19
 
 
 class TableSuite(CorruptionSuite):
     """A suite of `Corruption`s with the parameters of one reference resolution. Grey images are corrupted as RGB
     and turned back into grey; on the CPU, batches go through in cache-sized pieces."""
-
-    cpu_chunk_elements = 2**19
 
     def __init__(
         self,
@@ -195,8 +196,8 @@ class TableSuite(CorruptionSuite):
             return images.clone()
         grey = images.shape[1] == 1
         rgb = images.expand(-1, 3, -1, -1).contiguous() if grey else images
-        if rgb.device.type == "cpu" and entry.cpu_pieces:
-            step = max(1, self.cpu_chunk_elements // max(1, math.prod(rgb.shape[1:])))
+        if rgb.device.type == "cpu" and entry.cpu_piece_elements:
+            step = max(1, entry.cpu_piece_elements // max(1, math.prod(rgb.shape[1:])))
             out = torch.cat(
                 [entry.function(rgb[i : i + step], parameter, rng[i : i + step]) for i in range(0, len(rgb), step)]
             )

@@ -72,7 +72,15 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
         weight = kernel.expand(n * c, 1, kh, kw)
     else:
         weight = kernel[:, None].repeat_interleave(c, dim=0)  # one kernel per image, for each of its channels
-    return conv2d(padded.reshape(1, n * c, *padded.shape[-2:]), weight, groups=n * c).view(n, c, h, w)
+    maps = padded.reshape(1, n * c, *padded.shape[-2:])
+    if x.device.type == "cpu" and n * c <= _FEW_MAPS and kh * kw <= _SMALL_KERNEL:
+        maps = maps.contiguous(memory_format=torch.channels_last)
+    return conv2d(maps, weight, groups=n * c).contiguous().view(n, c, h, w)
+
+
+# oneDNN convolves a few maps (large images in small pieces) with a small kernel about 2x faster in channels-last
+# layout, the same sums in the same order; with many maps or large kernels the usual layout is faster.
+_FEW_MAPS, _SMALL_KERNEL = 16, 81
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, device: torch.device | None = None) -> torch.Tensor:
@@ -225,7 +233,6 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
     `mapsize` must be a power of two."""
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    grid = torch.zeros(len(rng), mapsize, mapsize, dtype=torch.float64, device=rng.keys.device)
     steps = [mapsize >> level for level in range(mapsize.bit_length() - 1)]  # mapsize, ..., 2
     # Each step draws three (mapsize/step)² noise fields, on streams stream · 1024 + 0, 1, 2, ...: all made at once.
     shapes = [(mapsize // step,) * 2 for step in steps for _ in range(3)]
@@ -235,20 +242,21 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int
     def wibbled_mean(total: torch.Tensor) -> torch.Tensor:  # total / 4 + wibble · (2 · wibble · u − wibble), in place
         return total.div_(4).add_(next(noises).to(torch.float64).mul_(2 * wibble).sub_(wibble).mul_(wibble))
 
-    for step in steps:
-        half = step // 2
-        corners = grid[:, 0::step, 0::step]
+    # The grid's points at one step apart, level by level: each level's corners, centres and edge midpoints are
+    # contiguous maps, interleaved into the next level's corners, rather than strided views of the whole grid.
+    n = len(rng)
+    corners = torch.zeros(n, 1, 1, dtype=torch.float64, device=rng.keys.device)
+    for _ in steps:
         squares = corners + corners.roll(-1, dims=1)
         squares = squares + squares.roll(-1, dims=2)
-        grid[:, half::step, half::step] = wibbled_mean(squares)
-        centres = grid[:, half::step, half::step]
-        corners = grid[:, 0::step, 0::step]
-        across = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
-        grid[:, 0::step, half::step] = wibbled_mean(across)
-        down = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
-        grid[:, half::step, 0::step] = wibbled_mean(down)
+        centres = wibbled_mean(squares)
+        across = wibbled_mean(centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2))
+        down = wibbled_mean(centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1))
+        side = 2 * corners.shape[-1]
+        rows = torch.stack([torch.stack([corners, across], dim=-1), torch.stack([down, centres], dim=-1)], dim=-3)
+        corners = rows.view(n, side, side)  # (corner, across) on even rows, (down, centre) on odd ones
         wibble /= wibbledecay
-    grid.sub_(grid.amin(dim=(1, 2), keepdim=True))
+    grid = corners.sub_(corners.amin(dim=(1, 2), keepdim=True))
     return grid.div_(grid.amax(dim=(1, 2), keepdim=True)).to(torch.float32)
 
 

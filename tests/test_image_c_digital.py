@@ -301,13 +301,11 @@ def test_jpeg_takes_whole_batches_on_the_cpu_where_the_others_take_pieces(monkey
     def recording(function):
         return lambda images, parameter, rng: batches.append(len(images)) or function(images, parameter, rng)
 
-    suite = TableSuite(
-        "pieces",
-        "test",
-        64,
-        {name: dataclasses.replace(c, function=recording(c.function)) for name, c in digital.CORRUPTIONS.items()},
-    )
-    monkeypatch.setattr(suite, "cpu_chunk_elements", 3 * 64 * 64 * 4)  # 4 images a piece
+    def four_a_piece(c):
+        pieces = c.cpu_piece_elements and 3 * 64 * 64 * 4
+        return dataclasses.replace(c, function=recording(c.function), cpu_piece_elements=pieces)
+
+    suite = TableSuite("pieces", "test", 64, {name: four_a_piece(c) for name, c in digital.CORRUPTIONS.items()})
     images = to_tensor(np.repeat(photos(64), 4, axis=0))  # 12
     rng = SampleRNG.for_samples(0, "pieces", ids=torch.arange(12))
     whole = suite.corrupt(images, "jpeg_compression", 2, rng)

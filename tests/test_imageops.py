@@ -53,6 +53,20 @@ def test_disk_kernel_and_filter_match_opencv(radius, alias, side):
     assert np.abs(_numpy(imageops.filter2d(_tensor(x), torch.from_numpy(ours))) - filtered).max() < 1e-5
 
 
+@pytest.mark.parametrize("kernel_shape", [(3, 3), (1, 9), (9, 1), (2, 5, 5)])  # (2, 5, 5): one kernel per image
+@pytest.mark.parametrize("border", ["reflect", "replicate"])
+def test_filter2d_gives_the_same_sums_in_either_layout(kernel_shape, border, monkeypatch):
+    """The CPU convolves a few maps in channels-last layout, many in the usual one: the same floats."""
+    images = torch.from_numpy(np.stack([_image(40), _image(40, seed=1)[::-1]])).permute(0, 3, 1, 2).contiguous()
+    kernel = torch.rand(kernel_shape, generator=torch.Generator().manual_seed(0))
+    filtered = {}
+    for layout, few_maps in (("channels last", 6), ("usual", 0)):
+        monkeypatch.setattr(imageops, "_FEW_MAPS", few_maps)
+        filtered[layout] = imageops.filter2d(images, kernel, border)
+    assert filtered["usual"].is_contiguous() and filtered["channels last"].is_contiguous()
+    assert torch.equal(filtered["channels last"], filtered["usual"])
+
+
 @pytest.mark.parametrize("factor", [1.01, 1.06, 1.3])
 @pytest.mark.parametrize("size", [32, 37, 64, 65, 96])  # matrix products up to 64 px, interpolation beyond
 def test_clipped_zoom_matches_scipy(factor, size):

@@ -254,11 +254,12 @@ CORRUPTIONS = {
         pixelate,
         {32: (0.95, 0.9, 0.85, 0.75, 0.65), 64: (0.9, 0.8, 0.7, 0.6, 0.5), 224: (0.6, 0.5, 0.4, 0.3, 0.25)},
         min_size=4,  # int(size · c) must be at least one pixel
+        cpu_piece_elements=2**20,  # 17% faster than in pieces of 2**19 at 224 px, the same at 32 px
     ),
     "jpeg_compression": Corruption(
         jpeg_compression,
         {32: (80, 65, 58, 50, 40), 64: (65, 58, 50, 40, 25), 224: (25, 18, 15, 10, 7)},
-        cpu_pieces=False,  # chunks of the whole batch go through libjpeg in parallel threads
+        cpu_piece_elements=None,  # chunks of the whole batch go through libjpeg in parallel threads
     ),
     "saturate": Corruption(
         saturate,
@@ -267,5 +268,6 @@ CORRUPTIONS = {
             64: ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)),
             224: ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
         },
+        cpu_piece_elements=2**18,  # its float64 HSV maps: 20% faster than in pieces of 2**19 at 32 and 224 px
     ),
 }

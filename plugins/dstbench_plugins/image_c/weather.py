@@ -397,6 +397,7 @@ CORRUPTIONS = {
     "brightness": Corruption(
         brightness,
         {32: (0.05, 0.1, 0.15, 0.2, 0.3), 64: (0.1, 0.2, 0.3, 0.4, 0.5), 224: (0.1, 0.2, 0.3, 0.4, 0.5)},
+        cpu_piece_elements=2**18,  # its float64 HSV maps: 20% faster than in pieces of 2**19 at 32 and 224 px
     ),
     "spatter": Corruption(
         spatter,
@@ -424,5 +425,6 @@ CORRUPTIONS = {
             ),
         },
         min_size=2,
+        cpu_piece_elements=2**20,  # spreads its ~600 small operations: 5-8% faster at 32 and 224 px
     ),
 }
