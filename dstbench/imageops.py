@@ -78,9 +78,9 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     return conv2d(maps, weight, groups=n * c).contiguous().view(n, c, h, w)
 
 
-# oneDNN convolves a few maps (large images in small pieces) with a small kernel about 2x faster in channels-last
-# layout, the same sums in the same order; with many maps or large kernels the usual layout is faster.
-_FEW_MAPS, _SMALL_KERNEL = 16, 81
+# oneDNN convolves a few maps (large images in small pieces) with a kernel of up to 11 × 11 about 2x faster in
+# channels-last layout, the same sums in the same order; with many maps, or from 15 × 15, the usual layout is faster.
+_FEW_MAPS, _SMALL_KERNEL = 16, 11 * 11
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, device: torch.device | None = None) -> torch.Tensor:
