@@ -300,8 +300,8 @@ def chamfer_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
     """min(cv2.distanceTransform(where(edges, 0, 255), DIST_L2, 5), limit) of bool (N, 1, H, W), as float32.
 
     The distance is the cost of the cheapest path of chamfer steps to an edge, which OpenCV finds in two raster passes
-    (a dozen kernel launches per row, batched). A path's cost does not depend on the order of its steps, so the
-    distance is the edges' distance relaxed along each of the 16 step directions in turn, any number of steps each:
+    (a dozen kernel launches per row, batched). A path's cost does not depend on the order of its steps, so starting
+    from 0 on the edges, relaxing along each of the 16 step directions in turn, any number of steps each, finds it:
     d(p) = min(d(p), d(p − t·u) + t·cost(u)) for t ≥ 0, which doubling t = 1, 2, 4, ... covers up to the limit. The
     cheapest path from an edge to p takes steps of at most two neighbouring directions of p's octant, so grouped by
     direction it stays in the box between its ends, inside the image, as OpenCV's paths do. 68 relaxations at the
