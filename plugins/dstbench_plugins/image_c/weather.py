@@ -230,16 +230,17 @@ def canny(image: torch.Tensor, low: int, high: int) -> torch.Tensor:
     sobel = (2 - t.abs())[:, None] * t[None, :]  # [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
     dx = filter2d(image, sobel, "replicate").to(torch.int32)  # |dy| << 15, |dx| · 79,109 < 2**31 at 8 bits
     dy = filter2d(image, sobel.T, "replicate").to(torch.int32)
-    magnitude = dx.abs() + dy.abs()
+    abs_dx, abs_dy = dx.abs(), dy.abs()
+    magnitude = abs_dx + abs_dy
     padded = F.pad(magnitude, (1, 1, 1, 1))  # OpenCV's magnitude rows are zero outside the image
     h, w = image.shape[-2:]
 
     def neighbour(row: int, col: int) -> torch.Tensor:
         return padded[..., 1 + row : 1 + row + h, 1 + col : 1 + col + w]
 
-    x, y = dx.abs(), dy.abs() << 15
-    horizontal = y < x * _TAN_22_5
-    vertical = y > x * (_TAN_22_5 + (1 << 16))
+    scaled_dy = abs_dy << 15  # OpenCV's fixed-point direction test: |dy| · 2**15 against |dx| · tan(22.5°) · 2**15
+    horizontal = scaled_dy < abs_dx * _TAN_22_5
+    vertical = scaled_dy > abs_dx * (_TAN_22_5 + (1 << 16))
     same_signs = (dx ^ dy) >= 0
     diagonal = torch.where(
         same_signs,
