@@ -68,6 +68,14 @@ class SuiteRequest:
     classes: tuple[str, ...] = ()  # the dataset's class names in label order (e.g. wnids), when it names them
 
 
+def cpu_forms(device: torch.device) -> bool:
+    """Whether corruptions take the forms meant for a CPU on this device: batches in cache-sized pieces and blocks,
+    early exits and compactions that read values back (on an accelerator the host would wait for the device), and
+    operations in the shapes a CPU runs fastest. Every CPU form gives the accelerator form's values; the tests hold
+    them to that by running the accelerator's forms on the CPU."""
+    return device.type == "cpu"
+
+
 class CorruptionSuite(ABC):
     """Base class. A suite names its corruptions and severities and corrupts a batch on the batch's device."""
 
@@ -196,7 +204,7 @@ class TableSuite(CorruptionSuite):
             return images.clone()
         grey = images.shape[1] == 1
         rgb = images.expand(-1, 3, -1, -1).contiguous() if grey else images
-        if rgb.device.type == "cpu" and entry.cpu_piece_elements:
+        if cpu_forms(rgb.device) and entry.cpu_piece_elements:
             step = max(1, entry.cpu_piece_elements // max(1, math.prod(rgb.shape[1:])))
             out = torch.cat(
                 [entry.function(rgb[i : i + step], parameter, rng[i : i + step]) for i in range(0, len(rgb), step)]
@@ -423,7 +431,7 @@ def _blockwise(function: Callable[..., torch.Tensor], *inputs: torch.Tensor, blo
     _CPU_BLOCK): over tens of millions of elements each of its steps would stream through memory (hash32's steps:
     15x slower than blocks that stay in cache). The same values either way."""
     block = block or _CPU_BLOCK
-    if inputs[0].device.type != "cpu" or inputs[0].numel() <= block:
+    if not cpu_forms(inputs[0].device) or inputs[0].numel() <= block:
         return function(*inputs)
     flat = [x.reshape(-1) for x in inputs]
     parts = [function(*(x[start : start + block] for x in flat)) for start in range(0, len(flat[0]), block)]
@@ -448,7 +456,7 @@ class _PoissonTable:
 
     cdf: torch.Tensor  # (256 · terms,) float64
     terms: int
-    guide: torch.Tensor | None  # (256 · (M + 1),) int16 or int32: the first count whose CDF reaches m/M, if used
+    guide: torch.Tensor | None  # (256 · (M + 1),) int16 or int32: the first count whose CDF reaches m/M; None: search
 
     def invert(self, levels: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
         """float32: the smallest count k with u ≤ CDF(k) of each element's level (uint8), u the uniform of its 32
@@ -457,7 +465,7 @@ class _PoissonTable:
         levels = levels.to(torch.int64)
         target = u + 2 * levels  # row r's offset
         start = levels * self.terms
-        if not _compacts(u.device):
+        if self.guide is None:
             return (torch.searchsorted(self.cdf, target) - start).to(torch.float32)
         bucket = torch.floor(u.mul_(_GUIDE_BUCKETS)).to(torch.int64).add_(levels, alpha=_GUIDE_BUCKETS + 1)
         low, high = self.guide.take(bucket), self.guide.take(bucket.add_(1))
@@ -466,13 +474,6 @@ class _PoissonTable:
         where = (high.sub_(low) > 1).view(-1).nonzero().squeeze(1)
         found = torch.searchsorted(self.cdf, target.view(-1).take(where)) - start.view(-1).take(where)
         return counts.view(-1).index_copy_(0, where, found.to(counts.dtype)).view(counts.shape).to(torch.float32)
-
-
-def _compacts(device: torch.device) -> bool:
-    """Whether Poisson inversion starts from the guide and searches only the elements it leaves open (on the CPU),
-    or searches every element (on accelerators, where a search is cheap and finding the open elements would make
-    the host wait for the device). The counts are the same."""
-    return device.type == "cpu"
 
 
 @functools.lru_cache(maxsize=64)
@@ -490,7 +491,9 @@ def _poisson_table(scale: float, device: torch.device) -> _PoissonTable:
     cdf = log_pmf.exp_().cumsum_(1).clamp_(max=1)
     cdf[:, -1] = 1
     cdf = cdf.add_(2 * levels).flatten()
-    if not _compacts(device):
+    # A CPU starts from a guide and searches only the elements it leaves open; an accelerator searches every element,
+    # cheap there, where finding the open elements would make the host wait for the device. The same counts.
+    if not cpu_forms(device):
         return _PoissonTable(cdf.to(device), terms, None)
     bucket_edges = torch.arange(_GUIDE_BUCKETS + 1, dtype=torch.float64) / _GUIDE_BUCKETS + 2 * levels  # exact
     guide = torch.searchsorted(cdf, bucket_edges) - levels.to(torch.int64) * terms

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from dstbench.corruption import SampleRNG
+from dstbench.corruption import SampleRNG, cpu_forms
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -73,9 +73,13 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     else:
         weight = kernel[:, None].repeat_interleave(c, dim=0)  # one kernel per image, for each of its channels
     maps = padded.reshape(1, n * c, *padded.shape[-2:])
-    if x.device.type == "cpu" and n * c <= _FEW_MAPS and kh * kw <= _SMALL_KERNEL:
+    # A lone map would be an ordinary convolution (groups = 1), which sums in another order than the depthwise one:
+    # its image would then depend on whether it came alone. Convolved beside a copy of itself, it does not.
+    groups = max(n * c, 2)
+    maps, weight = maps.expand(1, groups, -1, -1), weight.expand(groups, -1, -1, -1)
+    if cpu_forms(x.device) and groups <= _FEW_MAPS and kh * kw <= _SMALL_KERNEL:
         maps = maps.contiguous(memory_format=torch.channels_last)
-    return conv2d(maps, weight, groups=n * c).contiguous().view(n, c, h, w)
+    return conv2d(maps, weight, groups=groups)[:, : n * c].contiguous().view(n, c, h, w)
 
 
 # oneDNN convolves a few maps (large images in small pieces) with a kernel of up to 11 × 11 about 2x faster in
@@ -169,7 +173,7 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     # the reference's offsets: -ceil(i · sin θ - 0.5) rows and -ceil(i · cos θ - 0.5) columns for tap i
     dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
     dx = -torch.ceil(taps * torch.cos(theta) - 0.5).long()
-    if x.device.type == "cpu" and h * w > _GATHER_MAX_PIXELS:
+    if cpu_forms(x.device) and h * w > _GATHER_MAX_PIXELS:
         return _sum_shifted_slices(x, weights, dy, dx)
     # Each tap's source rows (N, taps, H) and columns (N, taps, W): shifts with edge replication.
     row_starts = (torch.arange(h, device=x.device) - dy[:, :, None]).clamp_(0, h - 1).mul_(w)

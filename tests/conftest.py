@@ -22,6 +22,23 @@ def plugins():
 
 
 @pytest.fixture
+def accelerator_forms(monkeypatch):
+    """Corruptions on the CPU take the forms meant for accelerators (`cpu_forms` is false in every module that
+    imported it), with the form-dependent Poisson tables rebuilt before and after."""
+    import sys
+
+    from dstbench import corruption
+
+    original = corruption.cpu_forms
+    for module in list(sys.modules.values()):
+        if getattr(module, "cpu_forms", None) is original:
+            monkeypatch.setattr(module, "cpu_forms", lambda device: False)
+    corruption._poisson_table.cache_clear()
+    yield
+    corruption._poisson_table.cache_clear()
+
+
+@pytest.fixture
 def quiet():
     from dstbench.report import PlainReporter
 

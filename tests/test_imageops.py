@@ -67,6 +67,17 @@ def test_filter2d_gives_the_same_sums_in_either_layout(kernel_shape, border, mon
     assert torch.equal(filtered["channels last"], filtered["usual"])
 
 
+@pytest.mark.parametrize("kernel_shape", [(3, 3), (1, 9), (9, 1), (17, 17), (4, 5, 5)])  # (4, 5, 5): per image
+def test_filter2d_filters_a_map_alike_whatever_comes_with_it(kernel_shape):
+    """A single-channel image filtered alone (one map: groups = 1 would sum in another order) or with others."""
+    maps = torch.rand(4, 1, 30, 40, generator=torch.Generator().manual_seed(1))
+    kernel = torch.rand(kernel_shape, generator=torch.Generator().manual_seed(2))
+    together = imageops.filter2d(maps, kernel)
+    for i in range(4):
+        alone = imageops.filter2d(maps[i : i + 1], kernel[i : i + 1] if kernel.ndim == 3 else kernel)
+        assert torch.equal(alone, together[i : i + 1])
+
+
 @pytest.mark.parametrize("factor", [1.01, 1.06, 1.3])
 @pytest.mark.parametrize("size", [32, 37, 64, 65, 96])  # matrix products up to 64 px, interpolation beyond
 def test_clipped_zoom_matches_scipy(factor, size):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dstbench.corruption import Corruption, SampleRNG, luma
+from dstbench.corruption import Corruption, SampleRNG, cpu_forms, luma
 from dstbench.imageops import (
     clipped_zoom,
     filter2d,
@@ -273,7 +273,7 @@ def _dilate(x: torch.Tensor) -> torch.Tensor:
     """The maximum over each element's 3 × 3 neighbourhood (within the map) of (N, 1, H, W). On the CPU as two passes
     of 3-wide window maxima: PyTorch pools each map on one thread, 30× slower there. Elsewhere as one max_pool2d
     kernel, where the passes would be six."""
-    if x.device.type == "cpu":
+    if cpu_forms(x.device):
         return _window_maximum(_window_maximum(x, 2), 3)
     return F.max_pool2d(x, 3, stride=1, padding=1)
 
@@ -281,7 +281,7 @@ def _dilate(x: torch.Tensor) -> torch.Tensor:
 def _settled(after: torch.Tensor, before: torch.Tensor) -> bool:
     """Whether a step of an iteration changed nothing, so that further steps change nothing either. Only the CPU
     checks: on an accelerator reading the answer back would make the host wait for the device, so it goes on."""
-    return after.device.type == "cpu" and torch.equal(after, before)
+    return cpu_forms(after.device) and torch.equal(after, before)
 
 
 # cv2.distanceTransform(src, DIST_L2, 5)'s 5×5 chamfer mask: steps of 1 (axial), 1.4 (diagonal) and 2.1969 (knight's
