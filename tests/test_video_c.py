@@ -149,6 +149,14 @@ def test_seeded_per_clip(suite, clips, corruption):
         assert not torch.equal(whole, corrupt(suite, clips, corruption, 5, seed=1, ids=torch.tensor([7, 8, 9])))
 
 
+def test_accelerator_forms_give_the_same_clips(suite, clips, request):
+    """The corruptions' forms meant for accelerators, run on the CPU (see tests/test_accelerator_forms.py)."""
+    on_cpu = {corruption: corrupt(suite, clips, corruption, 4) for corruption in VideoSuite.corruptions}
+    request.getfixturevalue("accelerator_forms")
+    different = [c for c in VideoSuite.corruptions if not torch.equal(corrupt(suite, clips, c, 4), on_cpu[c])]
+    assert not different
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("corruption", VideoSuite.corruptions)
 def test_same_clips_on_the_gpu(suite, clips, corruption):
