@@ -223,13 +223,12 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     sector = torch.floor(h * 6)
     f = h * 6 - sector
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    i = (sector.long() % 6)[:, None]
-    options = {  # (r, g, b) per sector
-        "r": torch.stack([v, q, p, p, t, v], 1),
-        "g": torch.stack([t, v, v, q, p, p], 1),
-        "b": torch.stack([p, p, t, v, v, q], 1),
-    }
-    return torch.cat([options[k].gather(1, i) for k in "rgb"], 1)
+    sources = _HSV_SOURCES.to(x.device)[:, sector.long() % 6].transpose(0, 1)  # (N, 3, H, W): indices into v, p, q, t
+    return torch.stack([v, p, q, t], 1).gather(1, sources)
+
+
+# Which of (v, p, q, t) each of r, g, b takes in each of the six hue sectors.
+_HSV_SOURCES = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])
 
 
 def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int = 0) -> torch.Tensor:
