@@ -75,11 +75,14 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, border: str = "reflect") -> 
     maps = padded.reshape(1, n * c, *padded.shape[-2:])
     # A lone map would be an ordinary convolution (groups = 1), which sums in another order than the depthwise one:
     # its image would then depend on whether it came alone. Convolved beside a copy of itself, it does not.
-    groups = max(n * c, 2)
-    maps, weight = maps.expand(1, groups, -1, -1), weight.expand(groups, -1, -1, -1)
+    lone = n * c == 1
+    if lone:
+        maps, weight = maps.expand(1, 2, -1, -1), weight.expand(2, -1, -1, -1)
+    groups = maps.shape[1]
     if cpu_forms(x.device) and groups <= _FEW_MAPS and kh * kw <= _SMALL_KERNEL:
         maps = maps.contiguous(memory_format=torch.channels_last)
-    return conv2d(maps, weight, groups=groups)[:, : n * c].contiguous().view(n, c, h, w)
+    filtered = conv2d(maps, weight, groups=groups)
+    return (filtered[:, :1] if lone else filtered).contiguous().view(n, c, h, w)
 
 
 # oneDNN convolves a few maps (large images in small pieces) with a kernel of up to 11 × 11 about 2x faster in
