@@ -226,12 +226,15 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     sector = torch.floor(h * 6)
     f = h * 6 - sector
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    sources = _HSV_SOURCES.to(x.device)[:, sector.long() % 6].transpose(0, 1)  # (N, 3, H, W): indices into v, p, q, t
+    sources = _hsv_sources(x.device)[:, sector.long() % 6].transpose(0, 1)  # (N, 3, H, W): indices into v, p, q, t
     return torch.stack([v, p, q, t], 1).gather(1, sources)
 
 
-# Which of (v, p, q, t) each of r, g, b takes in each of the six hue sectors.
-_HSV_SOURCES = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])
+@functools.lru_cache(maxsize=8)
+def _hsv_sources(device: torch.device) -> torch.Tensor:
+    """Which of (v, p, q, t) each of r, g, b takes in each of the six hue sectors, (3, 6), on `device` (cached: a
+    copy from the host would make it wait for the device)."""
+    return torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], device=device)
 
 
 def plasma_fractal(rng: SampleRNG, mapsize: int, wibbledecay: float, stream: int = 0) -> torch.Tensor:
