@@ -22,6 +22,7 @@ import skimage.data
 import skimage.transform
 import torch
 from common import device_name, print_report, sync
+from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dstbench.config import resolve, resolve_device
@@ -59,28 +60,39 @@ def ours(suite, corruption: str, images: torch.Tensor, batch_size: int) -> float
     return len(images) * len(suite.severities) / (time.perf_counter() - start)
 
 
-class _CountOps(TorchDispatchMode):
+class _DeviceWork(TorchDispatchMode):
+    """ATen operations dispatched; of them, kernels (operations that are not views) and the bytes of the tensors
+    those read and write."""
+
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.operations = self.kernels = self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        self.operations += 1
+        if not func.is_view:
+            self.kernels += 1
+            tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            self.bytes += sum(t.numel() * t.element_size() for t in tensors)
+        return out
 
 
-def op_counts(suite, images: torch.Tensor) -> dict[str, int]:
-    """ATen operations dispatched by one warm call of each corruption (severity 3): on a GPU, roughly its kernel
-    launches, which bound small-image corruptions when each kernel has little to do."""
-    counts = {}
+def device_work(suite, images: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Per corruption, what one warm call (severity 3) asks of the device: ATen operations (on a GPU roughly its
+    launches, which bound small-image corruptions when each kernel has little to do), kernels and megabytes read and
+    written by them (with a measured rate: the bandwidth achieved, which shows what bounds a corruption)."""
+    work = {"ops_per_call": {}, "kernels_per_call": {}, "mb_per_call": {}}
     ids = torch.arange(len(images), device=images.device)
     for corruption in suite.corruptions:
         rng = SampleRNG.for_samples(0, suite.name, corruption, 3, ids=ids)
         suite.corrupt(images, corruption, 3, rng)  # warm: caches filled, as in an evaluation
-        with _CountOps() as ops:
+        with _DeviceWork() as counted:
             suite.corrupt(images, corruption, 3, rng)
-        counts[corruption] = ops.count
-    return counts
+        work["ops_per_call"][corruption] = counted.operations
+        work["kernels_per_call"][corruption] = counted.kernels
+        work["mb_per_call"][corruption] = round(counted.bytes / 1e6, 3)
+    return work
 
 
 def _reference_chunk(args: tuple[np.ndarray, str]) -> int:
@@ -213,7 +225,7 @@ def main() -> None:
             "ours_img_s": {k: round(v, 1) for k, v in mine.items()},
             "reference_img_s": {k: round(v, 1) for k, v in theirs.items()},
             "speedup": {k: round(mine[k] / theirs[k], 1) for k in theirs},
-            "ops_per_call": op_counts(suite, images[: batch_size(args, size)]),
+            **device_work(suite, images[: batch_size(args, size)]),
             "suite_img_s": {
                 "ours": round(total_rate(mine), 1),
                 "reference": round(total_rate(theirs), 1),

@@ -47,5 +47,9 @@ def test_corruption_benchmark_runs_on_the_cpu(tmp_path):
         result = report["resolutions"][resolution]
         assert len(result["ops_per_call"]) == 19 and all(n > 0 for n in result["ops_per_call"].values())
         assert set(result["ours_img_s"]) == set(result["ops_per_call"])
+        for corruption, ops in result["ops_per_call"].items():  # views are operations, not kernels
+            assert 0 < result["kernels_per_call"][corruption] < ops
+        moved = result["mb_per_call"]  # JPEG's work is libjpeg's, on the host: its kernels move almost nothing
+        assert moved["jpeg_compression"] < moved["contrast"] < moved["spatter"]
         assert all(rate > 0 for rate in result["ours_img_s"].values())
     assert report["evaluation"]["forward_passes"] == 8 * 96 and report["evaluation"]["ratio"] > 0
