@@ -187,6 +187,17 @@ def test_glass_pass_equals_the_sequential_loop(delta):
         assert np.array_equal(ours[i].permute(1, 2, 0).numpy(), expected)
 
 
+def test_glass_pass_follows_chains_of_128_links():
+    """Every pixel copying its right neighbour, which the loop visited just before: along each row of 129 visited
+    pixels a chain of 128 links, the longest glass_pass promises to follow."""
+    delta, height, width = 2, 6, 133
+    x = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    dy, dx = torch.zeros(1, height, width, dtype=torch.int64), torch.ones(1, height, width, dtype=torch.int64)
+    expected = reference_pass(x[0].permute(1, 2, 0).numpy(), dy[0].numpy(), dx[0].numpy(), delta)
+    assert np.array_equal(blur.glass_pass(x, dy, dx, delta)[0].permute(1, 2, 0).numpy(), expected)
+    assert (expected[delta + 1, delta + 1] == x[0, :, delta + 1, width - 1].numpy()).all()
+
+
 def test_glass_pass_reproduces_imagecorruptions_shuffle():
     """With the displacements imagecorruptions draws (Numba's np.random follows NumPy's legacy generator), passes
     reproduce its shuffle exactly: a chain of copies, not a permutation."""
