@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a GPU session checks, in one call (see benchmarks/RESULTS.md for the numbers it produced):
 #   the CUDA-only tests, training throughput (ceiling vs pipeline), sparse algorithms vs dense, corruption speed
-#   vs the reference, the video path (decode, r3d_18 dense vs RigL, video-c), and a real `dstbench run` on the GPU. Results land in $OUT (or ./gpu-results).
+#   vs the reference, the video path (decode, r3d_18 dense vs RigL, video-c), and a real `dstbench run` on the GPU.
+#   Results and each step's log land in $OUT (or ./gpu-results).
 # Run from the repository root on a machine with PyTorch and a GPU:  bash benchmarks/gpu_session.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -12,16 +13,17 @@ if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps .whl/*.whl 2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 step() { echo "== $1 ($(date +%T))"; }
+# issue 4's goals first: whatever a cut-off call leaves under $OUT still comes back
 step "CUDA tests"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" 2>&1 | tail -40 | tee "$OUT/cuda-tests.txt"
-step "training throughput"
-timeout 50 python3 benchmarks/train_throughput.py --json "$OUT/train.json" 2>&1 | tail -12
-step "sparse algorithms vs dense"
-timeout 75 python3 benchmarks/dst_throughput.py --epochs 3 --repeats 1 --images 25000 --json "$OUT/dst.json" 2>&1 | tail -50
+timeout 100 python3 -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" 2>&1 | tee "$OUT/cuda-tests.log" | tail -40
 step "corruption speed"
-timeout 120 python3 benchmarks/corruption_speed.py --images-32 10000 --images-224 500 --reference-images-32 200 --reference-images-224 20 --eval-images 10000 --json "$OUT/corruption.json" 2>&1 | tail -80
-step "video: decode, r3d_18 dense vs RigL, video-c"
-timeout 120 python3 benchmarks/video_bench.py --json "$OUT/video.json" 2>&1 | tail -40
+timeout 150 python3 benchmarks/corruption_speed.py --images-32 10000 --images-224 500 --reference-images-32 200 --reference-images-224 20 --eval-images 10000 --json "$OUT/corruption.json" 2>&1 | tee "$OUT/corruption.log" | tail -80
 step "dstbench run on the GPU"
-timeout 40 dstbench run --algo rigl --sparsity 0.5 --device cuda --out "$OUT/run" --quiet 2>&1 | tail -12
+timeout 40 dstbench run --algo rigl --sparsity 0.5 --device cuda --out "$OUT/run" --quiet 2>&1 | tee "$OUT/run.log" | tail -12
+step "training throughput"
+timeout 50 python3 benchmarks/train_throughput.py --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log" | tail -12
+step "sparse algorithms vs dense"
+timeout 75 python3 benchmarks/dst_throughput.py --epochs 3 --repeats 1 --images 25000 --json "$OUT/dst.json" 2>&1 | tee "$OUT/dst.log" | tail -50
+step "video: decode, r3d_18 dense vs RigL, video-c"
+timeout 120 python3 benchmarks/video_bench.py --json "$OUT/video.json" 2>&1 | tee "$OUT/video.log" | tail -40
 step "done"

@@ -52,4 +52,6 @@ def test_corruption_benchmark_runs_on_the_cpu(tmp_path):
         moved = result["mb_per_call"]  # JPEG's work is libjpeg's, on the host: its kernels move almost nothing
         assert moved["jpeg_compression"] < moved["contrast"] < moved["spatter"]
         assert all(rate > 0 for rate in result["ours_img_s"].values())
+        whole = result["whole_suite_img_s_by_batch"]  # both batch sizes capped at the images there are
+        assert list(whole) == ["8" if resolution == "32px" else "2"] and all(rate > 0 for rate in whole.values())
     assert report["evaluation"]["forward_passes"] == 8 * 96 and report["evaluation"]["ratio"] > 0
