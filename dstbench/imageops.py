@@ -169,9 +169,9 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     along the direction `angles` (degrees, one per image), each tap the image shifted with edge replication."""
     n, c, h, w = x.shape
     width = int(2 * radius + 1)
+    weights = torch.exp(-(torch.arange(width, dtype=torch.float64) ** 2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).to(x.dtype).tolist()  # on the host: the alphas of the taps' adds
     taps = torch.arange(width, dtype=torch.float64, device=x.device)
-    weights = torch.exp(-(taps**2) / (2 * sigma**2))
-    weights = (weights / weights.sum()).to(x.dtype)
     theta = torch.deg2rad(angles.to(torch.float64))[:, None]
     # the reference's offsets: -ceil(i · sin θ - 0.5) rows and -ceil(i · cos θ - 0.5) columns for tap i
     dy = -torch.ceil(taps * torch.sin(theta) - 0.5).long()
@@ -183,9 +183,9 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     cols = (torch.arange(w, device=x.device) - dx[:, :, None]).clamp_(0, w - 1)
     flat = x.reshape(n, c, h * w)
     out = torch.zeros_like(flat)
-    for i in range(width):
+    for i, weight in enumerate(weights):
         sources = (row_starts[:, i, :, None] + cols[:, i, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-        out += flat.gather(2, sources).mul_(weights[i])
+        out.add_(flat.gather(2, sources), alpha=weight)
     return out.view(n, c, h, w)
 
 
@@ -194,17 +194,16 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
 _GATHER_MAX_PIXELS = 64 * 64
 
 
-def _sum_shifted_slices(x: torch.Tensor, weights: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+def _sum_shifted_slices(x: torch.Tensor, weights: list[float], dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Σ_i weights[i] · (image k shifted by dy[k, i] rows and dx[k, i] columns, edges replicated), as windows of
-    the edge-padded images: the products and sums of the gathers, in the same order."""
+    the edge-padded images: the sums of the gathers, in the same order and the same operations."""
     n, c, h, w = x.shape
     pad_y, pad_x = int(dy.abs().max()), int(dx.abs().max())
     padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y), mode="replicate")
     out = torch.zeros_like(x)
-    product = torch.empty_like(x[0])
     for k in range(n):
         for weight, top, left in zip(weights, (pad_y - dy[k]).tolist(), (pad_x - dx[k]).tolist(), strict=True):
-            out[k] += torch.mul(padded[k, :, top : top + h, left : left + w], weight, out=product)
+            out[k].add_(padded[k, :, top : top + h, left : left + w], alpha=weight)
     return out
 
 
@@ -212,7 +211,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     """skimage.color.rgb2hsv for (N, 3, H, W) in [0, 1]: hue in [0, 1), saturation 0 where the value is 0."""
     r, g, b = x.unbind(1)
     value, argmax = x.max(1)
-    delta = value - x.min(1).values
+    delta = value - x.amin(1)
     saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
     safe = delta.clamp_min(1e-12)
     hue = torch.stack([(g - b) / safe, 2 + (b - r) / safe, 4 + (r - g) / safe], 1).gather(1, argmax[:, None])[:, 0]
