@@ -295,8 +295,8 @@ def resolve(flags: Mapping[str, Any], config_file: str | Path | None, registry) 
         suite.modality == dataset.modality,
         f"suite '{suite.name}' corrupts {suite.modality} data, dataset '{dataset.name}' is {dataset.modality}",
     )
-    suite.check_input(dataset.channels, dataset.image_size)
-    suite.select(cfg.corruptions, cfg.severities)
+    corruptions, _ = suite.select(cfg.corruptions, cfg.severities)
+    suite.check_input(dataset.channels, dataset.image_size, corruptions)
     algorithm.check_config(cfg)
     return cfg
 

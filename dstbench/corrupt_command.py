@@ -103,7 +103,7 @@ def corrupt(
     corruptions, severities = suite.select(names or None, severities)
     inputs = _inputs(plugins, images, dataset, data_dir, samples, reporter)
     for sample in inputs:
-        suite.check_input(sample.image.shape[0], min(sample.image.shape[1:]))
+        suite.check_input(sample.image.shape[0], min(sample.image.shape[1:]), corruptions)
     outputs = _outputs(suite, inputs, corruptions, severities, seed, grid, reporter)
     _write_pngs(outputs, out)
     reporter.info(f"wrote {len(outputs)} PNG file(s) to {out}")

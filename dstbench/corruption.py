@@ -87,8 +87,9 @@ class CorruptionSuite(ABC):
     resolution: str = ""  # the image size its parameters are meant for, e.g. "32 px (CIFAR-10-C parameters)"
     subsets: Mapping[str, tuple[str, ...]] = MappingProxyType({})  # names usable in --corruptions, e.g. "noise"
 
-    def check_input(self, channels: int, size: int) -> None:
-        """Raise UserError if images with this many channels and this side length cannot be corrupted."""
+    def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
+        """Raise UserError if images with this many channels and this side length (the shorter one) cannot be
+        corrupted by these corruptions (None: all of the suite's)."""
         return  # by default every shape can
 
     def select(
@@ -174,16 +175,15 @@ class TableSuite(CorruptionSuite):
         self.severities = tuple(range(1, lengths.pop() + 1))
         self.subsets = {key: tuple(c for c in members if c in self.table) for key, members in (subsets or {}).items()}
 
-    def check_input(self, channels: int, size: int) -> None:
+    def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
         if channels not in (1, 3):
             raise UserError(f"suite '{self.name}' corrupts RGB or grey images, not {channels}-channel ones")
-        too_small = {name: c.min_size for name, c in self.table.items() if size < c.min_size}
-        if too_small:
-            name, needed = next(iter(too_small.items()))
-            raise UserError(
-                f"suite '{self.name}': {name} needs images of at least {needed} px, these are {size} px; "
-                f"leave it out with --corruptions or use larger images"
-            )
+        for name in self.corruptions if corruptions is None else corruptions:
+            if size < self.table[name].min_size:
+                raise UserError(
+                    f"suite '{self.name}': {name} needs images of at least {self.table[name].min_size} px, these "
+                    f"are {size} px; leave it out of the selected corruptions or use larger images"
+                )
 
     def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
         if corruption not in self.table:
@@ -198,6 +198,7 @@ class TableSuite(CorruptionSuite):
                 f"expected uint8 (N, C, H, W) images and N streams, got {images.dtype} "
                 f"{tuple(images.shape)} and {len(rng)} streams"
             )
+        self.check_input(images.shape[1], min(images.shape[2:]), (corruption,))
         entry = self.table[corruption]
         parameter = entry.parameters[self.resolution_px][severity - 1]
         if not len(images):

@@ -24,13 +24,14 @@ SUITE = "cifar-c-noise"
 
 
 class LargeOnly:
-    """'large-only': gaussian noise that needs images of at least 16 px."""
+    """'large-only': gaussian noise that needs images of at least 16 px, and impulse noise, which takes any."""
 
     @hookimpl
     def register_suites(self, register):
         base = noise.CORRUPTIONS["gaussian_noise"]
         large = Corruption(base.function, base.parameters, min_size=16)
-        register(TableSuite("large-only", "test suite", 32, {"gaussian_noise": large}))
+        table = {"gaussian_noise": large, "impulse_noise": noise.CORRUPTIONS["impulse_noise"]}
+        register(TableSuite("large-only", "test suite", 32, table))
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,12 @@ def read_png(path: Path) -> torch.Tensor:
     return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
 
 
-def corrupted(plugins, image: np.ndarray, corruption: str, severity: int, sample_id: int, seed: int = 0):
+def corrupted(plugins, image: np.ndarray, corruption: str, severity: int, sample_id: int, seed=0, suite=SUITE):
     """What the suite makes of one image (H, W) or (H, W, C) with this sample id."""
     tensor = torch.from_numpy(image)
     tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    rng = SampleRNG.for_samples(seed, SUITE, corruption, severity, ids=torch.tensor([sample_id]))
-    return plugins.registry.suite(SUITE).corrupt(tensor[None], corruption, severity, rng)[0]
+    rng = SampleRNG.for_samples(seed, suite, corruption, severity, ids=torch.tensor([sample_id]))
+    return plugins.registry.suite(suite).corrupt(tensor[None], corruption, severity, rng)[0]
 
 
 def invoke(cli, *args: object):
@@ -153,6 +154,15 @@ BAD_INPUT = [
     (["{tmp}/rgb.png", "--suite", "video-c"], "writes images; suite 'video-c' corrupts video"),
     (["--suite", SUITE, "--dataset", "moving-digits"], "writes images; dataset 'moving-digits' holds video"),
 ]
+
+
+def test_a_corruption_left_out_does_not_limit_the_size(cli, plugins, tmp_path):
+    """The 15-px image is too small for the suite's gaussian noise (BAD_INPUT), not for its impulse noise."""
+    pixels = write_image(tmp_path / "rgb.png", (15, 40, 3))
+    args = ["--suite", "large-only", "--corruption", "impulse_noise", "--severity", 2, "--out", tmp_path / "out"]
+    assert invoke(cli, tmp_path / "rgb.png", *args).exit_code == 0
+    written = read_png(tmp_path / "out" / "rgb_impulse_noise_s2.png")
+    assert torch.equal(written, corrupted(plugins, pixels, "impulse_noise", 2, 0, suite="large-only"))
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUT)

@@ -286,6 +286,50 @@ def test_bad_arguments():
         rng_for([1]).uniform((2,), stream=-1)
 
 
+# --- Suites --------------------------------------------------------------------------------------------------------
+
+
+def two_sizes_suite() -> corruption.TableSuite:
+    """'big' needs images of at least 33 px (more than digits' 32); 'any' takes any size."""
+
+    def invert(images, parameter, rng):
+        return 255 - images
+
+    table = {
+        "big": corruption.Corruption(invert, {32: (0,) * 5}, min_size=33),
+        "any": corruption.Corruption(invert, {32: (0,) * 5}),
+    }
+    return corruption.TableSuite("two-sizes", "test suite", 32, table)
+
+
+def test_sizes_are_checked_for_the_selected_corruptions_only():
+    suite = two_sizes_suite()
+    suite.check_input(3, 8, ["any"])
+    for selection in (None, ["any", "big"]):
+        with pytest.raises(UserError, match="big needs images of at least 33 px, these are 8 px; leave it out"):
+            suite.check_input(3, 8, selection)
+    images = torch.zeros(2, 3, 8, 40, dtype=torch.uint8)  # the shorter side counts
+    assert torch.equal(suite.corrupt(images, "any", 1, rng_for([1, 2])), images + 255)
+    with pytest.raises(UserError, match="big needs images of at least 33 px, these are 8 px"):
+        suite.corrupt(images, "big", 1, rng_for([1, 2]))
+
+
+def test_a_run_checks_the_sizes_of_its_corruptions_only():
+    from dstbench.config import resolve
+    from dstbench.hookspecs import hookimpl
+    from dstbench.plugins import Plugins
+
+    class TwoSizes:
+        @hookimpl
+        def register_suites(self, register):
+            register(two_sizes_suite())
+
+    registry = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"two-sizes": TwoSizes()}).registry
+    assert resolve({"suite": "two-sizes", "corruptions": "any"}, None, registry).corruptions == ("any",)
+    with pytest.raises(UserError, match="big needs images of at least 33 px, these are 32 px"):
+        resolve({"suite": "two-sizes"}, None, registry)
+
+
 # --- Severities ----------------------------------------------------------------------------------------------------
 
 

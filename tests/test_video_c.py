@@ -214,6 +214,9 @@ def test_bad_input(suite, clips):
         corrupt(suite, clips[:, :, 0], "fog", 1)  # images, not clips
     with pytest.raises(UserError, match="RGB"):
         suite.check_input(1, SIZE)
+    with pytest.raises(UserError, match="rain needs images of at least 2 px, these are 1 px"):
+        suite.check_input(3, 1)
+    suite.check_input(3, 1, ["shot_noise", "h264_crf"])  # rain left out
     with pytest.raises(UserError, match="unknown video-c corruption"):
         corrupt(suite, clips, "snow", 1)
     with pytest.raises(UserError, match="no severity 6"):

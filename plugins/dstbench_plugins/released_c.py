@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -127,7 +127,7 @@ class ReleasedSuite(CorruptionSuite):
         self.resolution = f"{image_size} px (released files)"
         self.cells: dict[Cell, ImageData] = {}
 
-    def check_input(self, channels: int, size: int) -> None:
+    def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
         if (channels, size) != (3, self.image_size):
             raise UserError(
                 f"suite '{self.name}' holds {self.image_size}x{self.image_size} RGB images, not {size} px ones with "

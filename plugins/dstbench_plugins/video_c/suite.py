@@ -10,7 +10,7 @@ back to the clips' device. Every clip draws its randomness from its own `SampleR
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,10 +61,11 @@ class VideoSuite(CorruptionSuite):
     def __init__(self, cache_dir: Path | None = None):
         self.cache = ClipCache(cache_dir)
 
-    def check_input(self, channels: int, size: int) -> None:
+    def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
         if channels != 3:
             raise UserError(f"suite '{self.name}' corrupts RGB clips, not {channels}-channel ones")
-        FRAME_SUITE.check_input(channels, size)
+        frame = None if corruptions is None else [c for c in corruptions if c in FRAME_SUITE.table]
+        FRAME_SUITE.check_input(channels, size, frame)
 
     def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
         self.select([corruption], [severity])  # UserError for an unknown corruption or severity
@@ -73,7 +74,7 @@ class VideoSuite(CorruptionSuite):
                 f"suite '{self.name}' corrupts video clips (N, C, T, H, W), not a tensor of shape "
                 f"{tuple(images.shape)}; use an image suite for images"
             )
-        self.check_input(images.shape[1], min(images.shape[3:]))
+        self.check_input(images.shape[1], min(images.shape[3:]), (corruption,))
         if images.dtype != torch.uint8 or len(images) != len(rng):
             raise ValueError(f"expected uint8 clips and N streams, got {images.dtype} and {len(rng)} streams")
         if not len(images):
