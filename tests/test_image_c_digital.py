@@ -20,7 +20,7 @@ from skimage.filters import gaussian
 
 from dstbench.corruption import SampleRNG, TableSuite
 from dstbench.errors import UserError
-from dstbench_plugins.image_c import digital
+from dstbench_plugins.image_c import digital, jpeg
 
 NAMES = tuple(digital.CORRUPTIONS)
 SIZES = (32, 64, 224)
@@ -331,6 +331,82 @@ def test_jpeg_threads_keep_the_batch_order(monkeypatch, threads):
     one_by_one = torch.cat([corrupt(image[None], "jpeg_compression", 2, 32) for image in images])
     monkeypatch.setattr(digital, "JPEG_THREADS", threads)
     assert torch.equal(corrupt(images, "jpeg_compression", 2, 32), one_by_one)
+
+
+# --- JPEG on accelerators: libjpeg-turbo's arithmetic in tensor operations (jpeg.py) -----------------------------
+
+JPEG_QUALITIES = (1, 2, 7, 10, 25, 49, 50, 51, 75, 90, 100)
+
+
+def test_device_jpeg_is_libjpeg_on_photos():
+    """Byte for byte, at every quality of the three suites' tables and more."""
+    for size in SIZES:
+        images = to_tensor(photos(size))
+        for quality in {*JPEG_QUALITIES, *digital.CORRUPTIONS["jpeg_compression"].parameters[size]}:
+            assert torch.equal(jpeg.round_trip(images, quality), digital.jpeg_compression(images, quality, None))
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 3), (3, 50), (5, 7), (8, 8), (9, 9), (17, 23), (31, 16)])
+def test_device_jpeg_is_libjpeg_at_any_size(height, width):
+    """Sizes that are not whole blocks or whole chroma pairs (libjpeg pads them in three different ways), chroma
+    too narrow for fancy upsampling, and noise and black-and-white images whose sums reach the range limits."""
+    generator = torch.Generator().manual_seed(height * 100 + width)
+    noise = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=generator)
+    extremes = torch.randint(0, 2, (2, 3, height, width), dtype=torch.uint8, generator=generator) * 255
+    images = torch.cat([noise, extremes])
+    for quality in JPEG_QUALITIES:
+        assert torch.equal(jpeg.round_trip(images, quality), digital.jpeg_compression(images, quality, None))
+
+
+def libjpeg_reciprocal(divisor: int) -> tuple[int, int, int]:
+    """jcdctmgr.c's compute_reciprocal for 16-bit DCT elements: (reciprocal, correction, shift); a coefficient t is
+    quantized to sign(t) · ((|t| + correction) · reciprocal >> shift)."""
+    shift = 15 + divisor.bit_length()
+    reciprocal, remainder = divmod(1 << shift, divisor)
+    correction = divisor // 2
+    if remainder == 0:  # a power of two: the reciprocal would not fit in 16 bits
+        reciprocal, shift = reciprocal >> 1, shift - 1
+    elif remainder <= divisor // 2:
+        correction += 1
+    else:
+        reciprocal += 1
+    return reciprocal, correction, shift
+
+
+def test_jpeg_quantization_by_reciprocals_is_rounded_division():
+    """libjpeg multiplies by reciprocals; jpeg.py divides: the same quotient for every 16-bit coefficient
+    magnitude and every divisor of the islow DCT (8 × a baseline table entry, 1..255)."""
+    t = torch.arange(1 << 15, dtype=torch.int64)
+    for entry in range(1, 256):
+        divisor = 8 * entry
+        reciprocal, correction, shift = libjpeg_reciprocal(divisor)
+        assert torch.equal((t + correction) * reciprocal >> shift, (t + divisor // 2) // divisor), entry
+    coefficients = torch.tensor([-20, -12, -4, -3, 3, 4, 12, 20], dtype=torch.int32).repeat(8, 1)[None]
+    ones = torch.ones(8, 8, dtype=torch.int32)  # divisors 8: halves round away from zero
+    assert jpeg._requantize(coefficients, ones)[0, 0].tolist() == [-3, -2, -1, 0, 0, 1, 2, 3]
+    assert jpeg._requantize(coefficients, 2 * ones)[0, 0].tolist() == [-2, -2, 0, 0, 0, 0, 2, 2]  # then × 2
+
+
+def test_jpeg_inverse_dct_wraps_like_libjpegs_range_limit_table():
+    """jidctint.c looks samples up in range_limit[x & 1023] (jdmaster.c's table), which clamps x within ±384 of the
+    128 level and wraps beyond: a DC-only block of value 8x decodes to that table's entry for x everywhere."""
+    dc = torch.tensor([0, 100, 127, 128, 300, 600, -128, -129, -600], dtype=torch.int32)
+    blocks = torch.zeros(len(dc), 8, 8, dtype=torch.int32)
+    blocks[:, 0, 0] = 8 * dc
+    decoded = jpeg._idct(blocks)
+    assert (decoded == decoded[:, :1, :1]).all()
+    assert decoded[:, 0, 0].tolist() == [128, 228, 255, 255, 255, 0, 0, 0, 255]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("size", SIZES)
+def test_cuda_jpeg_is_the_cpu_jpeg(size):
+    images = to_tensor(np.repeat(photos(size), 8, axis=0))
+    for severity in range(1, 6):
+        on_gpu = corrupt(images.cuda(), "jpeg_compression", severity, size)
+        assert on_gpu.device.type == "cuda" and torch.equal(
+            on_gpu.cpu(), corrupt(images, "jpeg_compression", severity, size)
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

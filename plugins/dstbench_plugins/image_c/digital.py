@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from dstbench.corruption import Corruption, SampleRNG
+from dstbench.corruption import Corruption, SampleRNG, cpu_forms
 from dstbench.imageops import gaussian_kernel1d, hsv_to_rgb, rgb_to_hsv, separable, to_float, to_uint8
+from dstbench_plugins.image_c import jpeg
 
 __all__ = [
     "CORRUPTIONS",
@@ -60,17 +61,18 @@ def saturate(images: torch.Tensor, scale_shift: tuple[float, float], rng: Sample
 
 def jpeg_compression(images: torch.Tensor, quality: int, rng: SampleRNG) -> torch.Tensor:
     """PIL's `save(JPEG, quality)` and `open`: a libjpeg round trip, 4:2:0 chroma, byte-identical to PIL's."""
+    if not cpu_forms(images.device):
+        # libjpeg-turbo's arithmetic on the device (jpeg.py), the same bytes: torchvision's CUDA encoder (nvjpeg)
+        # hard-codes 4:4:4 chroma, 3 to 7 levels from PIL's, and the CPU codec would make the host wait each batch
+        return jpeg.round_trip(images, quality)
 
-    # The CPU codec on every device. torchvision's CUDA encoder (nvjpeg) hard-codes 4:4:4 chroma, so its chroma
-    # keeps twice PIL's resolution and its pixels differ from the reference's by 3 to 7 levels on average (H200,
-    # our tables' qualities), and it waits for the GPU after each image anyway. With libjpeg, a corrupted test set
-    # is the same on every device. libjpeg releases the GIL, so chunks of the batch go through it in parallel.
+    # libjpeg releases the GIL, so chunks of the batch go through it in parallel
     def round_trip(chunk: torch.Tensor) -> torch.Tensor:
         return torch.stack(decode_jpeg(encode_jpeg(list(chunk), quality=quality), mode=ImageReadMode.RGB))
 
-    chunks = images.cpu().chunk(JPEG_THREADS)
+    chunks = images.chunk(JPEG_THREADS)
     with ThreadPoolExecutor(len(chunks)) as pool:
-        return torch.cat(list(pool.map(round_trip, chunks))).to(images.device)
+        return torch.cat(list(pool.map(round_trip, chunks)))
 
 
 # --- pixelate ------------------------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ CORRUPTIONS = {
     "jpeg_compression": Corruption(
         jpeg_compression,
         {32: (80, 65, 58, 50, 40), 64: (65, 58, 50, 40, 25), 224: (25, 18, 15, 10, 7)},
-        cpu_piece_elements=None,  # chunks of the whole batch go through libjpeg in parallel threads
+        cpu_piece_elements=None,  # on the CPU, chunks of the whole batch go through libjpeg in parallel threads
     ),
     "saturate": Corruption(
         saturate,
