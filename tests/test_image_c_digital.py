@@ -358,6 +358,13 @@ def test_device_jpeg_is_libjpeg_at_any_size(height, width):
         assert torch.equal(jpeg.round_trip(images, quality), digital.jpeg_compression(images, quality, None))
 
 
+def test_jpeg_without_torchvisions_codec_computes_libjpegs_arithmetic(monkeypatch):
+    images = to_tensor(photos(32))
+    expected = corrupt(images, "jpeg_compression", 3, 32)
+    monkeypatch.setattr(digital, "encode_jpeg", None)  # a torchvision that dropped its deprecated codecs
+    assert torch.equal(corrupt(images, "jpeg_compression", 3, 32), expected)
+
+
 def libjpeg_reciprocal(divisor: int) -> tuple[int, int, int]:
     """jcdctmgr.c's compute_reciprocal for 16-bit DCT elements: (reciprocal, correction, shift); a coefficient t is
     quantized to sign(t) · ((|t| + correction) · reciprocal >> shift)."""
@@ -381,8 +388,8 @@ def test_jpeg_quantization_by_reciprocals_is_rounded_division():
         divisor = 8 * entry
         reciprocal, correction, shift = libjpeg_reciprocal(divisor)
         assert torch.equal((t + correction) * reciprocal >> shift, (t + divisor // 2) // divisor), entry
-    coefficients = torch.tensor([-20, -12, -4, -3, 3, 4, 12, 20], dtype=torch.int32).repeat(8, 1)[None]
-    ones = torch.ones(8, 8, dtype=torch.int32)  # divisors 8: halves round away from zero
+    coefficients = torch.tensor([-20, -12, -4, -3, 3, 4, 12, 20], dtype=torch.float64).repeat(8, 1)[None]
+    ones = torch.ones(8, 8, dtype=torch.float64)  # divisors 8: halves round away from zero
     assert jpeg._requantize(coefficients, ones)[0, 0].tolist() == [-3, -2, -1, 0, 0, 1, 2, 3]
     assert jpeg._requantize(coefficients, 2 * ones)[0, 0].tolist() == [-2, -2, 0, 0, 0, 0, 2, 2]  # then × 2
 
@@ -390,8 +397,8 @@ def test_jpeg_quantization_by_reciprocals_is_rounded_division():
 def test_jpeg_inverse_dct_wraps_like_libjpegs_range_limit_table():
     """jidctint.c looks samples up in range_limit[x & 1023] (jdmaster.c's table), which clamps x within ±384 of the
     128 level and wraps beyond: a DC-only block of value 8x decodes to that table's entry for x everywhere."""
-    dc = torch.tensor([0, 100, 127, 128, 300, 600, -128, -129, -600], dtype=torch.int32)
-    blocks = torch.zeros(len(dc), 8, 8, dtype=torch.int32)
+    dc = torch.tensor([0, 100, 127, 128, 300, 600, -128, -129, -600], dtype=torch.float64)
+    blocks = torch.zeros(len(dc), 8, 8, dtype=torch.float64)
     blocks[:, 0, 0] = 8 * dc
     decoded = jpeg._idct(blocks)
     assert (decoded == decoded[:, :1, :1]).all()

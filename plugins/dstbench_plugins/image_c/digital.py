@@ -18,11 +18,15 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from dstbench.corruption import Corruption, SampleRNG, cpu_forms
 from dstbench.imageops import gaussian_kernel1d, hsv_to_rgb, rgb_to_hsv, separable, to_float, to_uint8
 from dstbench_plugins.image_c import jpeg
+
+try:
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+except ImportError:  # deprecated since torchvision 0.29; without it the CPU computes libjpeg's arithmetic too
+    encode_jpeg = None
 
 __all__ = [
     "CORRUPTIONS",
@@ -61,7 +65,7 @@ def saturate(images: torch.Tensor, scale_shift: tuple[float, float], rng: Sample
 
 def jpeg_compression(images: torch.Tensor, quality: int, rng: SampleRNG) -> torch.Tensor:
     """PIL's `save(JPEG, quality)` and `open`: a libjpeg round trip, 4:2:0 chroma, byte-identical to PIL's."""
-    if not cpu_forms(images.device):
+    if encode_jpeg is None or not cpu_forms(images.device):
         # libjpeg-turbo's arithmetic on the device (jpeg.py), the same bytes: torchvision's CUDA encoder (nvjpeg)
         # hard-codes 4:4:4 chroma, 3 to 7 levels from PIL's, and the CPU codec would make the host wait each batch
         return jpeg.round_trip(images, quality)

@@ -115,23 +115,25 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(2, 1).repeat_interleave(2, 2)
     above = torch.cat([x[:, :1], x[:, :-1]], 1)
     below = torch.cat([x[:, 1:], x[:, -1:]], 1)
-    sums = torch.stack([3 * x + above, 3 * x + below], 2).view(n, 2 * h, w)  # column sums of output rows 2i, 2i + 1
+    triple = 3 * x
+    sums = torch.stack([triple + above, triple + below], 2).view(n, 2 * h, w)  # column sums of rows 2i and 2i + 1
     left = torch.cat([sums[..., :1], sums[..., :-1]], 2)
     right = torch.cat([sums[..., 1:], sums[..., -1:]], 2)
-    return torch.stack([(3 * sums + left + 8) >> 4, (3 * sums + right + 7) >> 4], 3).view(n, 2 * h, 2 * w)
+    triple = 3 * sums
+    return torch.stack([(triple + left + 8) >> 4, (triple + right + 7) >> 4], 3).view(n, 2 * h, 2 * w)
 
 
 def _code(luma: torch.Tensor, chroma: torch.Tensor, quality: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward DCT, quantization, dequantization and inverse DCT of every 8×8 block of the luma planes (N, H, W)
     and of the chroma planes (2N, H', W'), all blocks at once: the decoded samples, in planes of the same shapes."""
     luma_blocks = _blocks(luma)
-    coefficients = _dct(torch.cat([luma_blocks, _blocks(chroma)]).sub_(128))
+    coefficients = _dct(torch.cat([luma_blocks, _blocks(chroma)]).sub_(128).to(torch.float64))
     luma_table, chroma_table = _tables(quality, luma.device)
     split = len(luma_blocks)
     dequantized = torch.cat(
         [_requantize(coefficients[:split], luma_table), _requantize(coefficients[split:], chroma_table)]
     )
-    samples = _idct(dequantized)
+    samples = _idct(dequantized).to(torch.int32)
     return _planes(samples[:split], luma.shape), _planes(samples[split:], chroma.shape)
 
 
@@ -149,75 +151,64 @@ def _planes(blocks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _tables(quality: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The luma and chroma quantization tables scaled to `quality` as jcparam.c scales them (baseline: 1..255),
-    int32 (8, 8). Cached per device: made from Python numbers, a copy the host would wait for."""
+    float64 (8, 8). Cached per device: made from Python numbers, a copy the host would wait for."""
     scale = 5000 // quality if quality < 50 else 200 - 2 * quality
-    tables = [
-        [[min(max((value * scale + 50) // 100, 1), 255) for value in row] for row in base] for base in (_LUMA, _CHROMA)
-    ]
-    luma, chroma = torch.tensor(tables, dtype=torch.int32).to(device)
+    tables = [[[min(max((v * scale + 50) // 100, 1), 255) for v in row] for row in base] for base in (_LUMA, _CHROMA)]
+    luma, chroma = torch.tensor(tables, dtype=torch.float64).to(device)
     return luma, chroma
 
 
 def _requantize(coefficients: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Coefficients (B, 8, 8) quantized and dequantized. The islow DCT's outputs are 8 × too large, so each is
     divided by 8 × the table entry, rounding halves away from zero. (jcdctmgr.c multiplies by reciprocals instead,
-    which give the same quotients for every 16-bit coefficient and these divisors: tests check them all.)"""
+    which give the same quotients for every 16-bit coefficient and these divisors: tests check them all.) Integers
+    below 2**16 in float64: the floor of the quotient is exact."""
     divisor = table * 8
-    magnitude = (coefficients.abs() + divisor // 2).div_(divisor, rounding_mode="floor")
-    return torch.where(coefficients < 0, -magnitude, magnitude).mul_(table)
+    magnitude = (coefficients.abs() + (divisor // 2)).div_(divisor, rounding_mode="floor")
+    return magnitude.copysign_(coefficients).mul_(table)
 
 
-def _descale(x: torch.Tensor, bits: int) -> torch.Tensor:
-    return (x + (1 << (bits - 1))) >> bits
+# The DCTs as libjpeg computes them: each 1-D pass forms eight integer linear combinations of its inputs (the terms
+# below, written as jfdctint.c and jidctint.c write them), then rounds each down by a power of two, DESCALE(x, n) =
+# (x + 2**(n-1)) >> n. Here each pass is one matrix product in float64, the matrix rows scaled by 2**-n, and
+# floor(product + 1/2) is DESCALE: every product and partial sum is a multiple of 2**-18 below 2**34 in magnitude
+# (libjpeg-turbo's SIMD code holds these values in 16- and 32-bit lanes), at most 52 bits, exact in float64 whatever
+# the order of the sums.
 
 
-def _dct(blocks: torch.Tensor) -> torch.Tensor:
-    """jfdctint.c's jpeg_fdct_islow of level-shifted samples (B, 8, 8): rows, then columns."""
-    return _fdct_pass(_fdct_pass(blocks, 2, first=True), 1, first=False)
-
-
-def _fdct_pass(x: torch.Tensor, dim: int, first: bool) -> torch.Tensor:
-    v = x.unbind(dim)
+def _fdct_terms(v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """jfdctint.c's eight sums of one row or column, before descaling (out0 and out4 are tmp10 ± tmp11)."""
     tmp0, tmp7 = v[0] + v[7], v[0] - v[7]
     tmp1, tmp6 = v[1] + v[6], v[1] - v[6]
     tmp2, tmp5 = v[2] + v[5], v[2] - v[5]
     tmp3, tmp4 = v[3] + v[4], v[3] - v[4]
     tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-    if first:  # the first pass keeps PASS1_BITS more bits, the second removes them
-        out0, out4, bits = (tmp10 + tmp11) << _PASS1_BITS, (tmp10 - tmp11) << _PASS1_BITS, _CONST_BITS - _PASS1_BITS
-    else:
-        out0, out4 = _descale(tmp10 + tmp11, _PASS1_BITS), _descale(tmp10 - tmp11, _PASS1_BITS)
-        bits = _CONST_BITS + _PASS1_BITS
     z1 = (tmp12 + tmp13) * _C["0.541196100"]
-    out2 = _descale(z1 + tmp13 * _C["0.765366865"], bits)
-    out6 = _descale(z1 - tmp12 * _C["1.847759065"], bits)
     z5 = (tmp4 + tmp6 + tmp5 + tmp7) * _C["1.175875602"]
-    z1 = (tmp4 + tmp7) * -_C["0.899976223"]
     z2 = (tmp5 + tmp6) * -_C["2.562915447"]
     z3 = (tmp4 + tmp6) * -_C["1.961570560"] + z5
     z4 = (tmp5 + tmp7) * -_C["0.390180644"] + z5
-    out7 = _descale(tmp4 * _C["0.298631336"] + z1 + z3, bits)
-    out5 = _descale(tmp5 * _C["2.053119869"] + z2 + z4, bits)
-    out3 = _descale(tmp6 * _C["3.072711026"] + z2 + z3, bits)
-    out1 = _descale(tmp7 * _C["1.501321110"] + z1 + z4, bits)
-    return torch.stack([out0, out1, out2, out3, out4, out5, out6, out7], dim)
+    z1_odd = (tmp4 + tmp7) * -_C["0.899976223"]
+    return [
+        tmp10 + tmp11,
+        tmp7 * _C["1.501321110"] + z1_odd + z4,
+        z1 + tmp13 * _C["0.765366865"],
+        tmp6 * _C["3.072711026"] + z2 + z3,
+        tmp10 - tmp11,
+        tmp5 * _C["2.053119869"] + z2 + z4,
+        z1 - tmp12 * _C["1.847759065"],
+        tmp4 * _C["0.298631336"] + z1_odd + z3,
+    ]
 
 
-def _idct(coefficients: torch.Tensor) -> torch.Tensor:
-    """jidctint.c's jpeg_idct_islow of dequantized coefficients (B, 8, 8): columns, then rows, then its range limit
-    (the sum wraps to 10 bits, then is clamped to 0..255 around 128)."""
-    x = _idct_pass(_idct_pass(coefficients, 1, _CONST_BITS - _PASS1_BITS), 2, _CONST_BITS + _PASS1_BITS + 3)
-    return x.add_(512).bitwise_and_(1023).sub_(384).clamp_(0, 255)
-
-
-def _idct_pass(x: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
-    v = x.unbind(dim)
+def _idct_terms(v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """jidctint.c's eight sums of one column or row of dequantized coefficients, before descaling."""
     z1 = (v[2] + v[6]) * _C["0.541196100"]
     tmp2 = z1 - v[6] * _C["1.847759065"]
     tmp3 = z1 + v[2] * _C["0.765366865"]
-    tmp0 = (v[0] + v[4]) << _CONST_BITS
-    tmp1 = (v[0] - v[4]) << _CONST_BITS
+    tmp0 = (v[0] + v[4]) * (1 << _CONST_BITS)
+    tmp1 = (v[0] - v[4]) * (1 << _CONST_BITS)
     tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
     tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
     z5 = (v[7] + v[3] + v[5] + v[1]) * _C["1.175875602"]
@@ -229,7 +220,7 @@ def _idct_pass(x: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     odd1 = v[5] * _C["2.053119869"] + z2 + z4
     odd2 = v[3] * _C["3.072711026"] + z2 + z3
     odd3 = v[1] * _C["1.501321110"] + z1 + z4
-    out = (
+    return [
         tmp10 + odd3,
         tmp11 + odd2,
         tmp12 + odd1,
@@ -238,5 +229,41 @@ def _idct_pass(x: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
         tmp12 - odd1,
         tmp11 - odd2,
         tmp10 - odd3,
-    )
-    return torch.stack([_descale(o, bits) for o in out], dim)
+    ]
+
+
+def _pass_matrix(terms, shifts: tuple[int, ...]) -> torch.Tensor:
+    """The (8, 8) float64 matrix of a pass: row k holds term k's integer coefficients times 2**-shifts[k]."""
+    rows = torch.stack(terms(list(torch.eye(8, dtype=torch.float64).unbind(0))))
+    return rows * torch.tensor([2.0**-shift for shift in shifts], dtype=torch.float64)[:, None]
+
+
+_N1, _N2 = _CONST_BITS - _PASS1_BITS, _CONST_BITS + _PASS1_BITS
+_PASSES = {  # the first forward pass keeps PASS1_BITS more bits (out0, out4 shifted left); the inverse's second
+    # pass also divides by 8
+    "fdct rows": _pass_matrix(_fdct_terms, (-_PASS1_BITS, _N1, _N1, _N1, -_PASS1_BITS, _N1, _N1, _N1)),
+    "fdct columns": _pass_matrix(_fdct_terms, (_PASS1_BITS, _N2, _N2, _N2, _PASS1_BITS, _N2, _N2, _N2)),
+    "idct columns": _pass_matrix(_idct_terms, (_N1,) * 8),
+    "idct rows": _pass_matrix(_idct_terms, (_N2 + 3,) * 8),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _pass_matrices(device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: matrix.to(device) for name, matrix in _PASSES.items()}
+
+
+def _dct(blocks: torch.Tensor) -> torch.Tensor:
+    """jfdctint.c's jpeg_fdct_islow of level-shifted samples (B, 8, 8), float64: rows, then columns."""
+    m = _pass_matrices(blocks.device)
+    rows = (blocks @ m["fdct rows"].T).add_(0.5).floor_()
+    return (m["fdct columns"] @ rows).add_(0.5).floor_()
+
+
+def _idct(coefficients: torch.Tensor) -> torch.Tensor:
+    """jidctint.c's jpeg_idct_islow of dequantized coefficients (B, 8, 8), float64: columns, then rows, then its
+    range limit (the sum wraps to 10 bits, then is clamped to 0..255 around 128)."""
+    m = _pass_matrices(coefficients.device)
+    columns = (m["idct columns"] @ coefficients).add_(0.5).floor_()
+    x = (columns @ m["idct rows"].T).add_(0.5).floor_()
+    return x.add_(512).remainder_(1024).sub_(384).clamp_(0, 255)
