@@ -1,6 +1,6 @@
-"""What PIL's `save(format="JPEG", quality=q)` and `open` do to an RGB image, in integer tensor operations on the
-images' device: libjpeg-turbo's baseline round trip with its default settings, step by step as its C code computes
-it, so that the result is the same bytes as libjpeg's (the tests compare them on thousands of images).
+"""What PIL's `save(format="JPEG", quality=q)` and `open` do to an RGB image, in tensor operations on the images'
+device: libjpeg-turbo's baseline round trip with its default settings, its integer arithmetic step by step as its C
+code computes it, so that the result is the same bytes as libjpeg's (the tests compare them on thousands of images).
 
 - jccolor.c: RGB to YCbCr in 16-bit fixed point; jcsample.c: 2×2 chroma averages (4:2:0) with alternating biases;
   jcprepct.c / jcsample.c: edges replicated out to whole blocks;
@@ -102,8 +102,8 @@ def _replicate(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def _downsample(x: torch.Tensor) -> torch.Tensor:
     """jcsample.c's h2v2_downsample: each 2×2 sum plus a bias of 1, 2, 1, 2, ... along the row, over 4."""
     total = x[:, 0::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]
-    bias = torch.arange(total.shape[-1], device=x.device).remainder_(2).add_(1)
-    return (total + bias.to(torch.int32)) >> 2
+    bias = torch.arange(total.shape[-1], dtype=torch.int32, device=x.device).remainder_(2).add_(1)
+    return (total + bias) >> 2
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:
