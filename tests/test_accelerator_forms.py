@@ -48,3 +48,29 @@ def test_accelerator_forms_give_the_cpu_forms_images(suite_name, plugins, monkey
     accelerator = corrupt_all()
     different = [cell for cell in cells if not torch.equal(accelerator[cell], cpu[cell])]
     assert not different
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize(
+    "device, suite_name",
+    [("cpu", "cifar-c"), *(pytest.param("cuda", name, marks=needs_cuda) for name in SUITES)],
+)
+def test_each_image_gets_its_image_in_any_batch(device, suite_name, plugins):
+    """The per-sample promise, on the GPU too, where cuDNN and cuBLAS may pick other kernels, summing in other
+    orders, for other batch sizes: each image alone, and the batch reversed, get the batch's images."""
+    suite = plugins.registry.suite(suite_name)
+    size, n = SUITES[suite_name]
+    images = photos(size, 2 * n).to(device)
+    ids = torch.arange(2 * n, device=device)
+    for cell in [(name, severity) for name in suite.corruptions for severity in (1, 3, 5)]:
+        whole = suite.corrupt(images, *cell, SampleRNG.for_samples(0, suite_name, *cell, ids=ids))
+        alone = [
+            suite.corrupt(images[i : i + 1], *cell, SampleRNG.for_samples(0, suite_name, *cell, ids=ids[i : i + 1]))
+            for i in (0, n)
+        ]
+        reverse = ids.flip(0)
+        backwards = suite.corrupt(images[reverse], *cell, SampleRNG.for_samples(0, suite_name, *cell, ids=reverse))
+        assert torch.equal(alone[0], whole[:1]) and torch.equal(alone[1], whole[n : n + 1]), cell
+        assert torch.equal(backwards, whole[reverse]), cell
