@@ -15,7 +15,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 step() { echo "== $1 ($(date +%T))"; }
 # issue 4's goals first: whatever a cut-off call leaves under $OUT still comes back
 step "CUDA tests"
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" 2>&1 | tee "$OUT/cuda-tests.log" | tail -40
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" 2>&1 | tee "$OUT/cuda-tests.log" | tail -40
 step "corruption speed"
 timeout 150 python3 benchmarks/corruption_speed.py --images-32 10000 --images-224 500 --reference-images-32 200 --reference-images-224 20 --eval-images 10000 --json "$OUT/corruption.json" 2>&1 | tee "$OUT/corruption.log" | tail -80
 step "dstbench run on the GPU"
