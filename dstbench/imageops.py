@@ -212,18 +212,19 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
     value, argmax = x.max(1)
     delta = value - x.amin(1)
-    saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), torch.zeros_like(value))
+    saturation = torch.where(value > 0, delta / value.clamp_min(1e-12), 0.0)
     safe = delta.clamp_min(1e-12)
     hue = torch.stack([(g - b) / safe, 2 + (b - r) / safe, 4 + (r - g) / safe], 1).gather(1, argmax[:, None])[:, 0]
-    hue = torch.where(delta > 0, (hue / 6) % 1.0, torch.zeros_like(hue))
+    hue = torch.where(delta > 0, (hue / 6) % 1.0, 0.0)
     return torch.stack([hue, saturation, value], 1)
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """skimage.color.hsv2rgb for (N, 3, H, W)."""
     h, s, v = x.unbind(1)
-    sector = torch.floor(h * 6)
-    f = h * 6 - sector
+    h6 = h * 6
+    sector = torch.floor(h6)
+    f = h6 - sector
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     sources = _hsv_sources(x.device)[:, sector.long() % 6].transpose(0, 1)  # (N, 3, H, W): indices into v, p, q, t
     return torch.stack([v, p, q, t], 1).gather(1, sources)
