@@ -47,41 +47,37 @@ def photos(size: int, n: int) -> np.ndarray:
     return np.stack([(base[i % len(base)] * 255).astype(np.uint8) for i in range(n)])
 
 
-def ours(suite, corruption: str, images: torch.Tensor, batch_size: int) -> float:
-    """images/s of one corruption over its five severities, on the images' device."""
+def timed_pass(suite, corruptions: tuple[str, ...], images: torch.Tensor, batch_size: int) -> float:
+    """Seconds to corrupt `images` with each of `corruptions` at every severity, in batches, on their device."""
     ids = torch.arange(len(images), device=images.device)
-    suite.corrupt(images[:8], corruption, 1, SampleRNG.for_samples(0, "warm-up", ids=ids[:8]))
     sync(images.device)
     start = time.perf_counter()
-    for severity in suite.severities:
-        for b in range(0, len(images), batch_size):
-            rng = SampleRNG.for_samples(0, suite.name, corruption, severity, ids=ids[b : b + batch_size])
-            suite.corrupt(images[b : b + batch_size], corruption, severity, rng)
+    for corruption in corruptions:
+        for severity in suite.severities:
+            for b in range(0, len(images), batch_size):
+                rng = SampleRNG.for_samples(0, suite.name, corruption, severity, ids=ids[b : b + batch_size])
+                suite.corrupt(images[b : b + batch_size], corruption, severity, rng)
     sync(images.device)
-    return len(images) * len(suite.severities) / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def ours(suite, corruption: str, images: torch.Tensor, batch_size: int) -> float:
+    """images/s of one corruption over its five severities, on the images' device."""
+    warm = images[:8]
+    suite.corrupt(
+        warm, corruption, 1, SampleRNG.for_samples(0, "warm-up", ids=torch.arange(len(warm), device=warm.device))
+    )
+    return len(images) * len(suite.severities) / timed_pass(suite, (corruption,), images, batch_size)
 
 
 def whole_suite(suite, images: torch.Tensor, batch_sizes: list[int], repeats: int) -> dict[int, float]:
     """images/s of the whole suite (every corruption and severity in turn, each image corrupted 95 times, counted
     95 times) at each batch size, the best of `repeats` passes: on a GPU small batches leave the device waiting on
     the host's launches, large ones overflow its cache, so the best size is measured."""
-    ids = torch.arange(len(images), device=images.device)
-
-    def one_pass() -> float:
-        sync(images.device)
-        start = time.perf_counter()
-        for corruption in suite.corruptions:
-            for severity in suite.severities:
-                for b in range(0, len(images), batch):
-                    rng = SampleRNG.for_samples(0, suite.name, corruption, severity, ids=ids[b : b + batch])
-                    suite.corrupt(images[b : b + batch], corruption, severity, rng)
-        sync(images.device)
-        return time.perf_counter() - start
-
     rates = {}
     for batch in batch_sizes:
-        one_pass()  # warms the allocator to the batch size
-        best = min(one_pass() for _ in range(repeats))
+        timed_pass(suite, suite.corruptions, images, batch)  # warms the allocator to the batch size
+        best = min(timed_pass(suite, suite.corruptions, images, batch) for _ in range(repeats))
         rates[batch] = round(len(images) * len(suite.corruptions) * len(suite.severities) / best, 1)
     return rates
 

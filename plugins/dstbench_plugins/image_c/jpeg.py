@@ -43,14 +43,15 @@ def _fixed(value: float, bits: int) -> int:
     return int(value * (1 << bits) + 0.5)
 
 
-# jfdctint.c / jidctint.c constants: FIX(x) at CONST_BITS = 13
-_C = {name: _fixed(value, 13) for name, value in {
-    "0.298631336": 0.298631336, "0.390180644": 0.390180644, "0.541196100": 0.541196100,
-    "0.765366865": 0.765366865, "0.899976223": 0.899976223, "1.175875602": 1.175875602,
-    "1.501321110": 1.501321110, "1.847759065": 1.847759065, "1.961570560": 1.961570560,
-    "2.053119869": 2.053119869, "2.562915447": 2.562915447, "3.072711026": 3.072711026,
-}.items()}  # fmt: skip
 _CONST_BITS, _PASS1_BITS = 13, 2
+# jfdctint.c / jidctint.c's constants FIX_0_298631336 ..., named by their values: FIX(x) at CONST_BITS
+_C = {
+    name: _fixed(float(name), _CONST_BITS)
+    for name in (
+        "0.298631336", "0.390180644", "0.541196100", "0.765366865", "0.899976223", "1.175875602",
+        "1.501321110", "1.847759065", "1.961570560", "2.053119869", "2.562915447", "3.072711026",
+    )
+}  # fmt: skip
 
 
 def round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
