@@ -28,8 +28,12 @@ def print_report(report: dict, path: str | None) -> None:
     """The results as JSON on stdout, and in `path` when given."""
     print(json.dumps(report, indent=2))
     if path:
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(report, path)
+
+
+def write_report(report: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
 
 
 def synthetic_data(n_images: int, size: int, device: torch.device) -> TensorImages:

@@ -82,7 +82,7 @@ def whole_suite(suite, images: torch.Tensor, batch_sizes: list[int], repeats: in
     return rates
 
 
-class _DeviceWork(TorchDispatchMode):
+class DeviceWork(TorchDispatchMode):
     """ATen operations dispatched; of them, kernels (operations that are not views) and the bytes of the tensors
     those read and write."""
 
@@ -109,7 +109,7 @@ def device_work(suite, images: torch.Tensor) -> dict[str, dict[str, float]]:
     for corruption in suite.corruptions:
         rng = SampleRNG.for_samples(0, suite.name, corruption, 3, ids=ids)
         suite.corrupt(images, corruption, 3, rng)  # warm: caches filled, as in an evaluation
-        with _DeviceWork() as counted:
+        with DeviceWork() as counted:
             suite.corrupt(images, corruption, 3, rng)
         work["ops_per_call"][corruption] = counted.operations
         work["kernels_per_call"][corruption] = counted.kernels

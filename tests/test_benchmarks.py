@@ -17,6 +17,9 @@ TINY = {
         "--images-32", "8", "--images-224", "2", "--reference-images-32", "2", "--reference-images-224", "2",
         "--eval-images", "8", "--workers", "1",
     ],
+    "compile_speed.py": [
+        "--sizes", "32", "--images-32", "16", "--only", "gaussian_noise,contrast", "--repeats", "1",
+    ],
     "video_bench.py": [
         "--train-clips", "4", "--batch-size", "2", "--frames", "4", "--size", "32", "--epochs", "2",
         "--decode-clips", "8", "--corrupt-clips", "2", "--severities", "1",
@@ -55,3 +58,24 @@ def test_corruption_benchmark_runs_on_the_cpu(tmp_path):
         whole = result["whole_suite_img_s_by_batch"]  # both batch sizes capped at the images there are
         assert list(whole) == ["8" if resolution == "32px" else "2"] and all(rate > 0 for rate in whole.values())
     assert report["evaluation"]["forward_passes"] == 8 * 96 and report["evaluation"]["ratio"] > 0
+
+
+def test_compile_benchmark_runs_on_the_cpu(tmp_path):
+    """Inductor compiles on the CPU too (C++ where a GPU gets Triton): fused kernels, no graph breaks, the eager
+    images within a level."""
+    report = run_benchmark("compile_speed.py", tmp_path)
+    result = report["32px"]
+    assert list(result["corruptions"]) == ["gaussian_noise", "contrast"] and result["batch"] == 16
+    for row in result["corruptions"].values():
+        assert 0 < row["compiled_kernels"] < row["eager_kernels"] and row["graph_breaks"] == 0
+        assert row["max_difference"] <= 1 and row["share_differing"] < 1e-3
+        assert row["compile_s"] > 0 and row["eager_img_s"] > 0 and row["compiled_img_s"] > 0
+    assert result["all_measured"]["corruptions"] == 2 and result["all_measured"]["compile_s"] > 0
+    assert "224px" not in report
+
+
+def test_compile_benchmark_names_the_valid_corruptions(tmp_path):
+    args = [sys.executable, str(BENCHMARKS / "compile_speed.py"), "--device", "cpu", "--only", "fogg"]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "fogg" in done.stderr and "gaussian_noise" in done.stderr
