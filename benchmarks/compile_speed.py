@@ -3,10 +3,11 @@
 The suites ship eager PyTorch: tens to hundreds of kernels per corruption, each reading and writing whole batches,
 which bounds the suite's speed on a GPU (benchmarks/RESULTS.md). Fusing them is the lever left, at the price of
 compiling every (corruption, severity) cell. Per corruption of `cifar-c` (32 px) and `imagenet-c` (224 px), at
-severity 3: seconds to compile from a cold cache, images per second eager and compiled, kernels per call (eager:
-ATen's, not views; compiled: Inductor's generated ones, external calls such as convolutions not counted), graph
-breaks, and how far the compiled images are from the eager ones (share of values that differ, largest difference).
-The JSON is rewritten after every corruption, so a run cut off by a time limit leaves what it measured.
+severity 3: seconds to compile from a cold cache, images per second eager and compiled, kernels per call and the
+megabytes they read and write (eager: ATen's kernels, not views; compiled: Inductor's generated kernels, external
+calls such as convolutions not counted, each buffer once per kernel), graph breaks, and how far the compiled images
+are from the eager ones (share of values that differ, largest difference). The JSON is rewritten after every
+corruption, so a run cut off by a time limit leaves what it measured.
 
     python benchmarks/compile_speed.py                    # GPU if there is one
     python benchmarks/compile_speed.py --device cpu --images-32 64 --sizes 32 --only gaussian_noise,contrast
@@ -15,6 +16,7 @@ The JSON is rewritten after every corruption, so a run cut off by a time limit l
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -74,6 +76,8 @@ def measure(suite, corruption: str, images: torch.Tensor, repeats: int, mode: st
         "speedup": round(eager_s / compiled_s, 2),
         "eager_kernels": eager_work.kernels,
         "compiled_kernels": metrics.generated_kernel_count,
+        "eager_mb": round(eager_work.bytes / 1e6, 1),
+        "compiled_mb": round(metrics.num_bytes_accessed / 1e6, 1),
         "graph_breaks": sum(counters["graph_break"].values()),
         "share_differing": float((difference > 0).double().mean()),
         "max_difference": int(difference.max()),
@@ -121,6 +125,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     # cold compiles, as on a fresh machine, and Inductor's kernel count needs the code generated
     torch._inductor.config.fx_graph_cache = False
+    # Inductor counts the bytes its kernels move only while its metrics log (TORCH_LOGS=inductor_metrics) is on;
+    # on, but printing nothing
+    metrics_log = logging.getLogger("torch._inductor.compile_fx.__inductor_metrics")
+    metrics_log.setLevel(logging.INFO)
+    metrics_log.propagate = False
+    metrics_log.addHandler(logging.NullHandler())
     plugins = Plugins.load()
     device = resolve_device(args.device)
     report = {"device": device_name(device), "cpu_cores": os.cpu_count(), "torch": torch.__version__, "mode": args.mode}

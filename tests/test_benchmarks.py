@@ -68,6 +68,7 @@ def test_compile_benchmark_runs_on_the_cpu(tmp_path):
     assert list(result["corruptions"]) == ["gaussian_noise", "contrast"] and result["batch"] == 16
     for row in result["corruptions"].values():
         assert 0 < row["compiled_kernels"] < row["eager_kernels"] and row["graph_breaks"] == 0
+        assert 0 < row["compiled_mb"] < row["eager_mb"]
         assert row["max_difference"] <= 1 and row["share_differing"] < 1e-3
         assert row["compile_s"] > 0 and row["eager_img_s"] > 0 and row["compiled_img_s"] > 0
     assert result["all_measured"]["corruptions"] == 2 and result["all_measured"]["compile_s"] > 0
