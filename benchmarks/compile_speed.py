@@ -65,7 +65,10 @@ def measure(suite, corruption: str, images: torch.Tensor, repeats: int, mode: st
     metrics.reset()
     counters.clear()
     compiled = torch.compile(entry.function, dynamic=False, mode=mode)
-    compile_s = best_seconds(lambda: compiled(images, parameter, rng), images.device, 1)
+    try:
+        compile_s = best_seconds(lambda: compiled(images, parameter, rng), images.device, 1)
+    except Exception as error:  # noqa: BLE001 - a corruption that does not compile is a result, not the end
+        return {"error": f"{type(error).__name__}: {str(error)[:500]}"}
     compiled_out = compiled(images, parameter, rng)
     compiled_s = best_seconds(lambda: compiled(images, parameter, rng), images.device, repeats)
     difference = (compiled_out.to(torch.int16) - eager_out.to(torch.int16)).abs()
@@ -85,7 +88,10 @@ def measure(suite, corruption: str, images: torch.Tensor, repeats: int, mode: st
 
 
 def summary(rows: dict[str, dict]) -> dict:
-    """The measured corruptions as one pass: images/s eager and compiled, and the compile time paid once."""
+    """The corruptions that compiled, as one pass: images/s eager and compiled, and the compile time paid once."""
+    rows = {name: row for name, row in rows.items() if "error" not in row}
+    if not rows:
+        return {"corruptions": 0}
     eager = sum(1 / row["eager_img_s"] for row in rows.values())
     compiled = sum(1 / row["compiled_img_s"] for row in rows.values())
     return {

@@ -80,3 +80,26 @@ def test_compile_benchmark_names_the_valid_corruptions(tmp_path):
     done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "fogg" in done.stderr and "gaussian_noise" in done.stderr
+
+
+def test_compile_benchmark_records_a_corruption_that_does_not_compile(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import compile_speed
+    import torch
+
+    from dstbench.plugins import Plugins
+
+    def refuse(function, **options):
+        def call(*args):
+            raise RuntimeError("Cannot find a working triton installation")
+
+        return call
+
+    suite = Plugins.load().registry.suite("cifar-c")
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    good = compile_speed.measure(suite, "contrast", images, 1, "default")
+    monkeypatch.setattr(torch, "compile", refuse)
+    bad = compile_speed.measure(suite, "contrast", images, 1, "default")
+    assert bad == {"error": "RuntimeError: Cannot find a working triton installation"}
+    assert compile_speed.summary({"contrast": bad}) == {"corruptions": 0}
+    assert compile_speed.summary({"contrast": good, "fog": bad})["corruptions"] == 1
