@@ -76,3 +76,17 @@ def test_validate_command_names_a_future_version(plugins, tmp_path):
     result = CliRunner().invoke(build_cli(plugins), ["leaderboard", "validate", str(path)])
     assert result.exit_code == 1
     assert f"{path}: $: schema_version 7 is newer than this dstbench (knows 1–2); upgrade dstbench" in result.stdout
+
+
+def test_validate_command_says_which_files_it_migrated(plugins, tmp_path):
+    from dstbench.cli import build_cli
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(v1_entry()))
+    new.write_text(json.dumps(make_entry()))
+    result = CliRunner().invoke(build_cli(plugins), ["leaderboard", "validate", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{old}: ok (schema_version 1, read as version 2 after migration)",
+        f"{new}: ok",
+    ]

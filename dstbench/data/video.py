@@ -205,19 +205,6 @@ def read_clips(
     return np.ascontiguousarray(stacked.transpose(0, 4, 1, 2, 3))
 
 
-def read_frames(source: str | Path | IO[bytes]) -> np.ndarray:
-    """Every frame of a video (a path or a file object) as uint8 (3, N, H, W) RGB, at its own size."""
-
-    def read() -> np.ndarray:
-        import av
-
-        with av.open(source) as container:
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-        return np.stack(frames).transpose(3, 0, 1, 2)
-
-    return _decoding(str(source), read)
-
-
 def probe_video(path: str | Path, frames: int) -> int:
     """The number of frames of the video at `path`, after checking that it opens, that its first frame decodes
     and that it has at least `frames` frames; `UserError` naming the file if not. Reads the container's frame count

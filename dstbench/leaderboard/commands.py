@@ -23,6 +23,7 @@ def validate(files: tuple[Path, ...]) -> None:
     Exits with 1 when any file is invalid.
     """
     from dstbench.entry import validate_file
+    from dstbench.leaderboard.schema_versions import migration_note
 
     bad = 0
     for file in files:
@@ -31,7 +32,7 @@ def validate(files: tuple[Path, ...]) -> None:
         for problem in problems:
             click.echo(f"{file}: {problem}")
         if not problems:
-            click.echo(f"{file}: ok")
+            click.echo(f"{file}: ok{migration_note(file)}")
     if bad:
         click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
         sys.exit(1)
