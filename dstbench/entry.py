@@ -282,10 +282,16 @@ def _read(path: Path) -> tuple[Any, list[str]]:
         return None, [f"$: not readable JSON ({exc})"]
 
 
+def checked_file(path: Path) -> tuple[Any, list[str]]:
+    """The file's contents (None where unreadable) and its violations (none when it is a valid entry of any known
+    schema version)."""
+    data, problems = _read(path)
+    return data, problems or violations(data)
+
+
 def validate_file(path: Path) -> list[str]:
     """The file's violations (empty when it is a valid entry of any known schema version)."""
-    data, problems = _read(path)
-    return problems or violations(data)
+    return checked_file(path)[1]
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -22,17 +22,17 @@ def validate(files: tuple[Path, ...]) -> None:
 
     Exits with 1 when any file is invalid.
     """
-    from dstbench.entry import validate_file
+    from dstbench.entry import checked_file
     from dstbench.leaderboard.schema_versions import migration_note
 
     bad = 0
     for file in files:
-        problems = validate_file(file)
+        data, problems = checked_file(file)
         bad += bool(problems)
         for problem in problems:
             click.echo(f"{file}: {problem}")
         if not problems:
-            click.echo(f"{file}: ok{migration_note(file)}")
+            click.echo(f"{file}: ok{migration_note(data)}")
     if bad:
         click.echo(f"{bad} of {len(files)} file(s) invalid", err=True)
         sys.exit(1)

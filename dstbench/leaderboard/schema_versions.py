@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 SUBMISSION_FIELDS = ("name", "link", "authors", "venue", "footnote")  # added in version 2
@@ -102,12 +101,9 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def migration_note(path: Path) -> str:
-    """' (schema_version 1, read as version 2 after migration)' for a file of an older version, else ''."""
-    try:
-        version = version_of(json.loads(path.read_text()))
-    except (OSError, ValueError, RecursionError):
-        return ""
+def migration_note(data: Any) -> str:
+    """' (schema_version 1, read as version 2 after migration)' for an entry of an older version, else ''."""
+    version = version_of(data)
     if version is None or version == CURRENT:
         return ""
     return f" (schema_version {version}, read as version {CURRENT} after migration)"
