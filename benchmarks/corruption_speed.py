@@ -86,6 +86,9 @@ class DeviceWork(TorchDispatchMode):
     """ATen operations dispatched; of them, kernels (operations that are not views) and the bytes of the tensors
     those read and write."""
 
+    # Not flagged a view (autograd treats it as a fresh tensor), yet it only reshapes what mm, bmm or clone wrote.
+    _views = {torch.ops.aten._unsafe_view.default}
+
     def __init__(self):
         super().__init__()
         self.operations = self.kernels = self.bytes = 0
@@ -93,7 +96,7 @@ class DeviceWork(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.operations += 1
-        if not func.is_view:
+        if not func.is_view and func not in self._views:
             self.kernels += 1
             tensors = [t for t in pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
             self.bytes += sum(t.numel() * t.element_size() for t in tensors)

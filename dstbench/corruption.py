@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LUMA",
+    "OPENCV_LUMA",
     "Corruption",
     "CorruptionSuite",
     "SampleRNG",
@@ -39,18 +40,19 @@ __all__ = [
     "parse_severities",
 ]
 
-LUMA = (0.2989, 0.5870, 0.1140)  # the references' RGB -> grey weights (rgb2gray, and OpenCV's COLOR_RGB2GRAY)
+LUMA = (0.2989, 0.5870, 0.1140)  # RGB -> grey weights of imagecorruptions' rgb2gray
+OPENCV_LUMA = (0.299, 0.587, 0.114)  # OpenCV's COLOR_RGB2GRAY (the references' snow)
 
 
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) float → (N, 1, H, W) grey, with the references' weights."""
-    return (x * _luma_weights(x.dtype, x.device)).sum(1, keepdim=True)
+def luma(x: torch.Tensor, weights: tuple[float, float, float] = LUMA) -> torch.Tensor:
+    """(N, 3, H, W) float → (N, 1, H, W) grey."""
+    return (x * _luma_weights(weights, x.dtype, x.device)).sum(1, keepdim=True)
 
 
 @functools.lru_cache(maxsize=16)
-def _luma_weights(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _luma_weights(weights: tuple[float, float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # Cached: a tensor made from Python numbers on a GPU is a copy from the host that waits for the device.
-    return torch.tensor(LUMA, dtype=dtype, device=device).view(1, 3, 1, 1)
+    return torch.tensor(weights, dtype=dtype, device=device).view(1, 3, 1, 1)
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,21 @@ def test_brightness_matches_the_reference_exactly(size):
         assert np.abs(ours - reference("brightness", images, severity, size, seed=0)).mean() < 1e-3
 
 
+@pytest.mark.parametrize("blend", [0.95, 0.8, 0.55])
+def test_snows_brightening_matches_the_reference_exactly(blend):
+    """With no flakes (the layer's mean far below its threshold), snow is the blend with max(x, 1.5 · grey + 0.5),
+    grey by OpenCV's COLOR_RGB2GRAY (0.299, 0.587, 0.114): the same bytes (rgb2gray's 0.2989 moved up to 0.7%)."""
+    rs = np.random.RandomState(7)
+    images = np.concatenate([natural(64), rs.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)])
+    flakeless = (-10.0, 0.3, 2, 0.5, 10, 4, blend)
+    rng = SampleRNG.for_samples(0, "weather", "snow", 1, ids=torch.arange(len(images)))
+    ours = weather.snow(nchw(images), flakeless, rng).permute(0, 2, 3, 1).numpy()
+    x = images.astype(np.float32) / 255
+    grey = np.stack([cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in x])
+    expected = np.uint8(np.clip(blend * x + (1 - blend) * np.maximum(x, grey[..., None] * 1.5 + 0.5), 0, 1) * 255)
+    np.testing.assert_array_equal(ours, expected)
+
+
 # Copies of the three photos per severity; statistics per image, compared in standard errors.
 COPIES = {32: 60, 64: 20, 224: 5}
 Z_LIMIT = 4.0

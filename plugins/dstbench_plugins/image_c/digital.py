@@ -1,6 +1,6 @@
 """The five digital corruptions of Hendrycks & Dietterich (ICLR 2019), with the parameters of `make_cifar_c.py`
 (32 px), `make_tinyimagenet_c.py` (64 px) and, at 224 px, `make_imagenet_c.py` as the `imagecorruptions` package
-implements it.
+implements it (elastic_transform: `make_imagenet_c.py`'s own table, which `imagecorruptions` changed; see below).
 
 Like the references, each works on x = image / 255 and truncates `np.uint8(clip(x) * 255)`, except pixelate and
 jpeg_compression, which return PIL's uint8 results. Size-relative parameters (pixelate's scale, elastic_transform's

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dstbench.corruption import Corruption, SampleRNG, cpu_forms, luma
+from dstbench.corruption import OPENCV_LUMA, Corruption, SampleRNG, cpu_forms, luma
 from dstbench.imageops import (
     clipped_zoom,
     filter2d,
@@ -159,7 +159,7 @@ def snow(images: torch.Tensor, parameter: tuple[float, ...], rng: SampleRNG) -> 
     layer = torch.where(layer < threshold, 0.0, layer).clamp_(0, 1)
     angles = rng.uniform((1,), stream=1)[:, 0].mul_(90).sub_(135)
     layer = motion_blur(layer, radius, sigma, angles).mul_(255).round_().div_(255)
-    x = blend * x + (1 - blend) * torch.maximum(x, luma(x) * 1.5 + 0.5)
+    x = blend * x + (1 - blend) * torch.maximum(x, luma(x, OPENCV_LUMA) * 1.5 + 0.5)
     return to_uint8(x + layer + layer.flip(-2, -1))
 
 
