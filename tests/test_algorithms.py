@@ -133,24 +133,39 @@ def test_dense_first_keeps_the_first_layer_dense_and_total_on_target(tmp_path):
     assert entry.sparsity.achieved == pytest.approx(0.5, abs=0.002)
 
 
-def test_grow_init_normal_gives_grown_weights_nonzero_values(tmp_path):
-    class GrownValues:
-        def __init__(self):
-            self.previous, self.grown_values = None, []
+class GrownValues:
+    """The values of the weights each update made active."""
 
-        @hookimpl(trylast=True)
-        def on_step_end(self, run):
-            masks = run.algorithm.masks
-            if self.previous is not None and run.algorithm.updates_at(run):
-                for name, mask in masks.masks.items():
-                    self.grown_values.append(masks.weights[name][mask & ~self.previous[name]].detach())
-            self.previous = {n: m.clone() for n, m in masks.masks.items()}
+    def __init__(self):
+        self.previous, self.grown_values = None, []
 
+    @hookimpl(trylast=True)
+    def on_step_end(self, run):
+        masks = run.algorithm.masks
+        if self.previous is not None and run.algorithm.updates_at(run):
+            for name, mask in masks.masks.items():
+                self.grown_values.append(masks.weights[name][mask & ~self.previous[name]].detach())
+        self.previous = {n: m.clone() for n, m in masks.masks.items()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])  # masks index weights in logical order, whatever the layout
+def test_grow_init_normal_gives_grown_weights_nonzero_values(tmp_path, channels_last):
     recorder = GrownValues()
-    entry, _ = _run(tmp_path, "rigl", extra={"grown": recorder}, sparsity=0.5, algo_options=("grow_init=normal",))
+    options = ("grow_init=normal",)
+    entry, _ = _run(
+        tmp_path, "rigl", extra={"grown": recorder}, sparsity=0.5, channels_last=channels_last, algo_options=options
+    )
     grown = torch.cat(recorder.grown_values)
     assert len(grown) > 100 and (grown != 0).all() and 0 < grown.std() < 1
     assert entry.sparsity.achieved == pytest.approx(0.5, abs=0.002)
+
+
+def test_mest_reports_its_final_prune_back_to_later_plugins(tmp_path):
+    """updates_at asked after the last step's update (as the Auditor does) still says it updated."""
+    auditor = Auditor()
+    _run(tmp_path, "mest", auditor=auditor, sparsity=0.5, algo_options=("update_every_epochs=0.375", "stop=1"))
+    assert auditor.update_steps[-2:] == [15, 16]  # 16 steps, mutations every 3: the last update is the prune-back
+    assert auditor.count_history[-1] == auditor.count_history[0]  # back on target
 
 
 @pytest.mark.parametrize("algo", ["rigl", "mest"])

@@ -5,9 +5,11 @@ import os
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
+import torch
 from conftest import run_config
 from test_algorithms import FAST, Auditor
 
+from dstbench.hookspecs import hookimpl
 from dstbench.plugins import Plugins
 from dstbench.report import PlainReporter
 from dstbench.runner import execute
@@ -64,4 +66,44 @@ def test_granet_r_and_options(tmp_path):
     auditor = Auditor()
     entry, _ = _run(tmp_path, auditor, sparsity=0.5, algo="granet-r", algo_options=("init_density=0.9",))
     assert entry.algorithm.params["growth"] == "random" and entry.algorithm.params["init_density"] == 0.9
-    assert entry.algorithm.plugin == "granet" and entry.algorithm.version == "0.1.0"
+    assert entry.algorithm.plugin == "granet" and entry.algorithm.version == "0.2.0"
+
+
+class PrunedThenRegrown:
+    """At each update, the weights the cubic schedule pruned and regeneration grew back in the same update: like
+    any grown weight they must start at zero with zero momentum (GraNet's own code masks between the two)."""
+
+    def __init__(self, monkeypatch):
+        self.regrown = 0
+        self.pruned = {}
+        granet = Plugins.load(env={"DSTBENCH_PLUGINS": "granet"}).registry.algorithm("granet")
+        original = granet.prune_to_schedule
+
+        def recorded(algorithm, step):
+            before = {n: m.clone() for n, m in algorithm.masks.masks.items()}
+            original(algorithm, step)
+            self.pruned = {n: before[n] & ~m for n, m in algorithm.masks.masks.items()}
+
+        monkeypatch.setattr(granet, "prune_to_schedule", recorded)
+
+    @hookimpl(trylast=True)
+    def on_step_end(self, run):
+        algorithm, state = run.algorithm, run.optimizer.state
+        for name, pruned in self.pruned.items():
+            regrown = pruned & algorithm.masks.masks[name]
+            weight = algorithm.masks.weights[name]
+            assert torch.all(weight[regrown] == 0) and torch.all(state[weight]["momentum_buffer"][regrown] == 0)
+            self.regrown += int(regrown.sum())
+        self.pruned = {}
+
+
+def test_weights_the_schedule_prunes_regrow_from_zero(tmp_path, monkeypatch):
+    checker = PrunedThenRegrown(monkeypatch)
+    _run(tmp_path, checker, sparsity=0.6)
+    assert checker.regrown > 0  # gradient regrowth does pick weights the schedule just pruned
+
+
+def test_nothing_changes_before_prune_start(tmp_path):
+    auditor = Auditor()
+    _run(tmp_path, auditor, sparsity=0.6, algo_options=("prune_start=0.5",))
+    assert auditor.update_steps and min(auditor.update_steps) >= 8  # 16 steps: pruning and regrowth from step 8

@@ -139,6 +139,15 @@ def test_rigl_schedule():
     assert DropSchedule(10, 50, 0.3, "constant").fraction_at(40) == 0.3
 
 
+def test_a_schedule_with_a_start_updates_and_decays_from_it():
+    schedule = DropSchedule(interval=10, end=90, fraction=0.4, start=50)
+    assert [t for t in range(1, 200) if schedule.is_update(t)] == [50, 60, 70, 80, 90]
+    assert schedule.fraction_at(50) == pytest.approx(0.4)
+    assert schedule.fraction_at(70) == pytest.approx(0.2)  # halfway from start to end
+    assert schedule.fraction_at(90) == pytest.approx(0.0, abs=1e-12)
+    assert DropSchedule(10, 40, 0.4, start=40).fraction_at(40) == pytest.approx(0.4)  # no span: no division by 0
+
+
 def test_cubic_density():
     assert cubic_density(0, 0, 100, 0.8, 0.5) == pytest.approx(0.8)
     assert cubic_density(50, 0, 100, 0.8, 0.5) == pytest.approx(0.5 + 0.3 * 0.125)

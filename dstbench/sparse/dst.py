@@ -161,13 +161,14 @@ class SparseAlgorithm(Algorithm):
         """Install a flat mask; weights that become active get `grow_init` (they are zero until then)."""
         if getattr(self.options, "grow_init", "zero") == "normal":
             old = self.masks[name].flatten()
-            weight = self.masks.weights[name].detach().view(-1)
-            active = old.to(weight.dtype)
+            weight = self.masks.weights[name].detach()
+            flat = weight.flatten()  # in the masks' (logical) order, whatever the memory format
+            active = old.to(flat.dtype)
             n = max(self.counts[name], 2)
-            mean = (weight * active).sum() / n
-            std = (((weight - mean) * active).square().sum() / (n - 1)).sqrt()
-            noise = torch.randn(weight.numel(), generator=self.generator, device=self.generator.device)
-            weight.copy_(torch.where(new & ~old, noise.to(weight.dtype) * std, weight))
+            mean = (flat * active).sum() / n
+            std = (((flat - mean) * active).square().sum() / (n - 1)).sqrt()
+            noise = torch.randn(flat.numel(), generator=self.generator, device=self.generator.device)
+            weight.copy_(torch.where(new & ~old, noise.to(flat.dtype) * std, flat).view(weight.shape))
         self.masks[name] = new
 
     def replace(self, name: str, n: int, drop_scores: torch.Tensor, grow_scores: torch.Tensor) -> None:

@@ -11,21 +11,24 @@ DECAYS = ("cosine", "constant")
 
 @dataclass(frozen=True)
 class DropSchedule:
-    """Update every `interval` steps up to step `end`; the fraction of active weights to drop decays from
-    `fraction` with f(t) = fraction / 2 · (1 + cos(π t / end)) (RigL), or stays constant."""
+    """Update every `interval` steps from step `start` up to step `end`; the fraction of active weights to drop
+    decays from `fraction` with f(t) = fraction / 2 · (1 + cos(π (t - start) / (end - start))) (RigL's, where
+    start = 0), or stays constant."""
 
     interval: int
     end: int
     fraction: float
     decay: str = "cosine"
+    start: int = 0
 
     def is_update(self, step: int) -> bool:
-        return step > 0 and step % self.interval == 0 and step <= self.end
+        return step > 0 and step % self.interval == 0 and self.start <= step <= self.end
 
     def fraction_at(self, step: int) -> float:
         if self.decay == "constant":
             return self.fraction
-        return self.fraction / 2 * (1 + math.cos(math.pi * min(step, self.end) / self.end))
+        progress = (min(max(step, self.start), self.end) - self.start) / max(self.end - self.start, 1)
+        return self.fraction / 2 * (1 + math.cos(math.pi * progress))
 
 
 def cubic_density(step: int, start: int, end: int, initial: float, final: float) -> float:

@@ -2,8 +2,9 @@
 
 Every few epochs each layer mutates: the active weights of lowest importance |w| + λ|∂L/∂w| (the update step's
 real gradient) are removed and as many weights grow, at random (`mest`, MEST_r) or by gradient magnitude
-(`mest-g`, MEST_g). The mutation ratio decays over training, as in the authors' scripts (2% → 1% → 0%): it
-halves at `first_decay` and stops at `stop` (fractions of training).
+(`mest-g`, MEST_g). The mutation ratio decays over training in the shape of the authors' scripts (theirs e.g.
+2% → 1% → 0%): it halves at `first_decay` and stops at `stop` (fractions of training). Its default, 10%, is also
+the soft memory bound's excess below.
 
 With the soft memory bound (EM&S, `soft_bound=true`, the default) a layer first grows past its target, by
 `mutation_ratio` of its target count (10%: "10% of the target density above the target"), trains that way until
@@ -56,9 +57,12 @@ class MEST(SparseAlgorithm):
         super().setup(run, state)
         self.interval = max(1, round(self.options.update_every_epochs * run.steps_per_epoch))
         self.total_steps = run.total_steps
+        self.last_update = 0
 
     def updates_at(self, run) -> bool:
-        return run.step % self.interval == 0 or (self.over_target() and run.step == self.total_steps)
+        # The final prune-back changes what over_target says: plugins asking after it still see the update.
+        final = run.step == self.total_steps and (self.over_target() or self.last_update == run.step)
+        return run.step % self.interval == 0 or final
 
     def over_target(self) -> bool:
         return any(self.counts[name] > self.targets[name] for name in self.masks)
@@ -77,6 +81,7 @@ class MEST(SparseAlgorithm):
         return self.gradient(name) if self.options.growth == "gradient" else self.random(name)
 
     def update(self, run) -> None:
+        self.last_update = run.step
         ratio = self.mutation_ratio(run.step)
         for name in self.masks:
             target = self.targets[name]

@@ -3,10 +3,12 @@ NeurIPS 2021), written against dstbench's public API only: a separately installe
 
 The network starts sparse at `init_density` (ERK) and is pruned gradually to the target density with the cubic
 schedule d(t) = d_f + (d_i - d_f)(1 - progress)³, by global weight magnitude, every ΔT steps between `prune_start`
-and `prune_end`. At each of those updates, zero-cost neuroregeneration then replaces a cosine-decaying fraction
-of every layer's weights: the smallest magnitudes go and as many grow by gradient (`granet`) or at random
-(`granet-r`). When the target is denser than `init_density` (sparsity below 0.2 with the default), training starts
-at the target and only regenerates.
+and `prune_end`. At each of those updates, after the pruned weights and their optimizer state are zeroed,
+zero-cost neuroregeneration replaces a fraction of every layer's weights, decaying by cosine from `prune_start` to
+`prune_end`: the smallest magnitudes go and as many grow by gradient (`granet`) or at random (`granet-r`). (The
+authors' code decays it over the whole run; here every mask update ends at `prune_end`, as RigL's do at T_end.)
+When the target is denser than `init_density` (sparsity below 0.2 with the default), training starts at the target
+and only regenerates.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class GraNet(SparseAlgorithm):
         super().setup(run, state)
         o = self.options
         self.start, end = round(o.prune_start * run.total_steps), round(o.prune_end * run.total_steps)
-        self.schedule = DropSchedule(o.update_interval, end, o.regrow_fraction, "cosine")
+        self.schedule = DropSchedule(o.update_interval, end, o.regrow_fraction, "cosine", self.start)
         self.final_total = sum(self.targets[name] for name in self.masks)
         self.initial_total = sum(self.initial[name] for name in self.masks)
 
@@ -65,6 +67,7 @@ class GraNet(SparseAlgorithm):
 
     def update(self, run) -> None:
         self.prune_to_schedule(run.step)
+        self.masks.apply(run.optimizer)  # as GraNet's own code: what the schedule pruned regrows from 0, momentum 0
         fraction = self.schedule.fraction_at(run.step)
         for name in self.masks:
             grow_scores = self.gradient(name) if self.options.growth == "gradient" else self.random(name)
