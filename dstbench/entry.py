@@ -241,6 +241,14 @@ def _inconsistencies(data: dict[str, Any]) -> list[str]:
     found = []
     grid = data["corruptions"]
     ev = data["evaluation"]
+    if ev["suite"] != data["suite"]:
+        found.append(f"$.evaluation.suite: {ev['suite']!r} is not the entry's suite {data['suite']!r}")
+    if data["corruptions_mce"] is not None and not ev["baseline"]:
+        found.append("$.corruptions_mce: an mCE needs the baseline it is relative to in $.evaluation.baseline")
+    try:
+        datetime.fromisoformat(data["created"])
+    except ValueError:
+        found.append(f"$.created: {data['created']!r} is not an ISO 8601 date and time")
     if sorted(grid) != sorted(ev["corruptions"]):
         found.append("$.corruptions: its corruptions differ from $.evaluation.corruptions")
     for name, row in grid.items():

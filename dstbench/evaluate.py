@@ -33,7 +33,8 @@ class EvalResult:
 
     @property
     def mpc(self) -> float:
-        """Mean accuracy over every (corruption, severity) cell: RobustBench's corruptions_acc."""
+        """Mean accuracy over every (corruption, severity) cell (the paper's mPC; RobustBench's corruptions_acc when
+        the cells are its 15 corruptions × 5 severities)."""
         return fmean(acc for row in self.corruption_acc.values() for acc in row.values())
 
     @property
@@ -42,14 +43,17 @@ class EvalResult:
 
     def mce(self, baseline: dict[str, dict[int, float]]) -> float:
         """Mean corruption error relative to a baseline's accuracies (Hendrycks & Dietterich), in percent:
-        the mean over corruptions of Σ_s error / Σ_s baseline error."""
+        the mean over corruptions of Σ_s error / Σ_s baseline error, over this result's cells (a baseline may have
+        more)."""
         ratios = []
         for corruption, row in self.corruption_acc.items():
             base = baseline.get(corruption, {})
-            if set(base) != set(row):
+            missing = sorted(set(row) - set(base))
+            if missing:
+                at = "any severity" if not base else f"severities {', '.join(map(str, missing))}"
                 raise UserError(
-                    f"the baseline has no results for {corruption} at severities {sorted(set(row) - set(base))}; "
-                    "mCE needs the same corruptions and severities"
+                    f"the baseline has no results for {corruption} at {at}; mCE needs its errors on every "
+                    "corruption and severity evaluated"
                 )
             base_error = sum(100 - base[s] for s in row)
             if base_error <= 0:

@@ -146,3 +146,16 @@ def test_a_valid_entry_file_round_trips(tmp_path):
     entry = {**make_entry(algo="set", sparsity=0.3), "name": "Test2026Entry", "footnote": "<b>bold</b> & é"}
     write_json(tmp_path / "e.json", entry)
     assert validate_file(tmp_path / "e.json") == [] and json.loads((tmp_path / "e.json").read_text()) == entry
+
+
+def test_contradictory_entries_are_violations():
+    entry = make_entry()
+    assert violations(entry) == []
+    other_suite = {**entry, "evaluation": {**entry["evaluation"], "suite": "imagenet-c"}}
+    assert violations(other_suite) == ["$.evaluation.suite: 'imagenet-c' is not the entry's suite 'cifar-c'"]
+    unchecked_mce = {**entry, "corruptions_mce": 50.0}
+    assert violations(unchecked_mce) == [
+        "$.corruptions_mce: an mCE needs the baseline it is relative to in $.evaluation.baseline"
+    ]
+    assert violations({**unchecked_mce, "evaluation": {**entry["evaluation"], "baseline": "Dense2026"}}) == []
+    assert violations({**entry, "created": "yesterday"}) == ["$.created: 'yesterday' is not an ISO 8601 date and time"]

@@ -23,10 +23,14 @@ def test_mpc_rpc_mce_by_hand():
     assert result.mce(result.corruption_acc) == pytest.approx(100.0)
 
 
-def test_mce_needs_the_same_grid():
+def test_mce_needs_the_baselines_errors_on_every_cell():
     result = EvalResult(80.0, {"a": {1: 70.0, 2: 50.0}}, 100)
-    with pytest.raises(UserError, match="no results for a at severities"):
+    with pytest.raises(UserError, match="no results for a at severities 2;"):
         result.mce({"a": {1: 40.0}})
+    with pytest.raises(UserError, match="no results for a at any severity;"):
+        result.mce({"b": {1: 40.0, 2: 30.0}})
+    wider = {"a": {1: 40.0, 2: 20.0, 3: 10.0}, "b": {1: 50.0}}  # more cells than the result: those are left out
+    assert result.mce(wider) == pytest.approx(100 * (30 + 50) / (60 + 80))
     with pytest.raises(UserError, match="makes no errors"):
         result.mce({"a": {1: 100.0, 2: 100.0}})
 

@@ -84,10 +84,12 @@ def cells(line: str) -> list[str]:
 
 
 def markdown_rows(readme: str, heading: str) -> list[dict[str, str]]:
-    """The rows of the table under `## heading`, in order, each as {column label: cell}."""
-    section = readme.split(f"## {heading}\n")[1].split("\n## ")[0]
-    header, _rule, *rows = [line for line in section.splitlines() if line.startswith("|")]
-    return [dict(zip(cells(header), cells(row), strict=True)) for row in rows]
+    """The rows of the tables under `## heading` (one per grid), in order, each as {column label: cell}."""
+    found = []
+    for section in readme.split(f"## {heading}\n")[1:]:
+        header, _rule, *rows = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("|")]
+        found += [dict(zip(cells(header), cells(row), strict=True)) for row in rows]
+    return found
 
 
 def markdown_row(readme: str, name: str) -> dict[str, str]:
@@ -251,9 +253,45 @@ def test_invalid_files_are_reported_and_left_out(tmp_path):
     for name in bad:
         (line,) = [line for line in lines if f"{bad_dir / name} is not a valid entry" in line]
         assert len(line) <= 300
-    assert lines[-1] == f"Error: {len(bad)} invalid entry file(s) left out of the board (listed above)"
+    assert lines[-1] == f"Error: {len(bad)} entry file(s) left out of the board (listed above)"
     readme, html = rendered(board)
     assert "dense-seed0" in readme and "set-s0.5" not in readme and "set-s0.5" not in html
+
+
+def test_only_entries_of_the_same_grid_share_a_table_and_a_delta(tmp_path):
+    """An mPC over severity 1 alone is higher than one over 1-5: neither ranked nor compared with it."""
+    rigl = {**make_entry(algo="rigl", sparsity=0.3, clean=93.5, drop=9.0), "name": "RiglFull"}
+    mild = {**make_entry(algo="rigl", sparsity=0.3, clean=93.5, drop=9.0, severities=(1,)), "name": "RiglMild"}
+    few = {**make_entry(algo="rigl", sparsity=0.3, clean=93.5, drop=9.0), "name": "RiglFew"}
+    few["evaluation"] = {**few["evaluation"], "test_samples": 500}
+    entries = {"dense.json": make_entry(), "rigl.json": rigl, "mild.json": mild, "few.json": few}
+    board = write_entries(tmp_path / "board", {f"cifar10/cifar-c/{name}": e for name, e in entries.items()})
+    result = render(board)
+    assert result.exit_code == 0, result.output
+    readme, html = rendered(board)
+    assert [table["grid"] for table in page_data(html)["tables"]] == [
+        "fog, gaussian_noise × severities 1–5 · 10,000 test samples",
+        "fog, gaussian_noise × severities 1–5 · 500 test samples",
+        "fog, gaussian_noise × severity 1 · 10,000 test samples",
+    ]
+    assert "mPC over fog, gaussian\\_noise × severity 1 · 10,000 test samples." in readme
+    assert markdown_row(readme, "RiglFull")["Δ mPC"] == "+2.50"
+    assert markdown_row(readme, "RiglMild")["Δ mPC"] == markdown_row(readme, "RiglFew")["Δ mPC"] == "—"
+
+
+def test_a_second_entry_of_the_same_experiment_is_left_out(tmp_path):
+    rigl = {**make_entry(algo="rigl", sparsity=0.3), "name": "Rigl"}
+    moved = {**rigl, "name": "Copy", "config": {**rigl["config"], "out": "/elsewhere", "workers": 8}}
+    longer = {**rigl, "name": "Longer", "config": {**rigl["config"], "epochs": 400}}
+    files = {"rigl.json": rigl, "copy.json": moved, "longer.json": longer}
+    board = write_entries(tmp_path / "board", {f"cifar10/cifar-c/{name}": entry for name, entry in files.items()})
+    result = render(board)
+    assert result.exit_code == 2
+    folder = board / "entries" / "cifar10" / "cifar-c"
+    assert f"{folder / 'rigl.json'}: the same experiment as entries/cifar10/cifar-c/copy.json (" in result.stderr
+    assert result.stderr.splitlines()[-1] == "Error: 1 entry file(s) left out of the board (listed above)"
+    readme, _ = rendered(board)
+    assert "Copy" in readme and "Longer" in readme and "| Rigl |" not in readme  # path order: copy.json came first
 
 
 def test_empty_board_renders_a_friendly_page_and_a_missing_folder_is_an_error(tmp_path):

@@ -162,7 +162,18 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
 
     edit_entry(run_dir, with_mce(true_mce, str(baseline_path)))
     off_board = submit(cli, run_dir, board)
-    assert off_board.exit_code == 2 and "is not on the leaderboard, so no reader could check" in off_board.stderr
+    assert off_board.exit_code == 2 and "so no reader could check the mCE" in off_board.stderr
+    decoy = board / "entries" / "aaa" / "cifar-c-noise" / "Dense2026.json"  # sorts before digits/, other cells
+    decoy.parent.mkdir(parents=True)
+    decoy_cells = {c: {s: max(0.0, acc - 5) for s, acc in row.items()} for c, row in baseline["corruptions"].items()}
+    decoy_mpc = fmean(acc for row in decoy_cells.values() for acc in row.values())
+    decoy_rpc = decoy_mpc / baseline["clean_acc"]
+    decoy_entry = {**baseline, "dataset": "aaa", "corruptions": decoy_cells, "corruptions_acc": decoy_mpc}
+    decoy.write_text(json.dumps({**decoy_entry, "rpc": decoy_rpc}))
+    elsewhere = submit(cli, run_dir, board, "--baseline", decoy)
+    assert (
+        elsewhere.exit_code == 2 and "cifar-c-noise (the board's entries of this dataset and suite)" in elsewhere.stderr
+    )
     on_board = board / "entries" / "digits" / "cifar-c-noise" / "Dense2026.json"
     on_board.parent.mkdir(parents=True)
     on_board.write_text(json.dumps({**baseline, "seed": 7}))  # another experiment than the run's
@@ -180,7 +191,7 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     written = json.loads((on_board.parent / "Rigl2026.json").read_text())
     assert written["corruptions_mce"] == true_mce and written["evaluation"]["baseline"] == "Dense2026"
 
-    # Readers find the baseline by its name on the board
+    # Readers find the baseline by its name beside the entry, not the decoy of that name of another dataset
     model = run_dir / "model.pt"
     args = ["--checkpoint", model, "--device", "cpu", "--leaderboard", board]
     assert invoke(cli, "verify", on_board.parent / "Rigl2026.json", *args).exit_code == 0
@@ -236,6 +247,7 @@ def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
     benchmark, _ = plugins.registry.suite("cifar-c").select(("benchmark",), None)
     extra, _ = plugins.registry.suite("cifar-c").select(("extra",), None)
     fits = {**make_entry(corruptions=(*benchmark, *extra), clean=94.0, drop=3.0), "name": "Wu2025Test"}
+    fits["corruptions_mce"], fits["evaluation"]["baseline"] = 95.0, "Dense2026"  # relative to a dense run
     fits.update(link="https://arxiv.org/abs/2410.03030", authors="B. Wu", venue="ICLR 2025")
     digits = make_entry(dataset="digits", model="digits-cnn", suite="cifar-c-noise")
     files = []
@@ -252,6 +264,7 @@ def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
     mean15 = sum(fits["corruptions"][c][str(s)] for c in benchmark for s in range(1, 6)) / 75
     assert info["corruptions_acc"] == f"{mean15:.2f}" != f"{fits['corruptions_acc']:.2f}"  # the 15, not all 19
     assert info["clean_acc"] == "94.00" and info["eps"] is None and info["architecture"] == "cifar-resnet18"
+    assert info["corruptions_mce"] is None  # RobustBench's is relative to AlexNet, the entry's to its dense run
     assert info["venue"] == "ICLR 2025" and info["dataset"] == "cifar10" and info["additional_data"] is False
     assert f"{files[1]}: skipped: dataset 'digits' has no RobustBench corruptions leaderboard" in result.stderr
 

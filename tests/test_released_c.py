@@ -286,6 +286,23 @@ def test_download_with_the_wrong_md5_is_deleted(data_root, quiet):
     assert os.listdir(data_root) == []
 
 
+def test_an_archive_already_there_is_checked_before_unpacking_and_kept_when_wrong(data_root, quiet):
+    tar = data_root / "CIFAR-10-C.tar"
+    data_root.mkdir(parents=True, exist_ok=True)
+    tar.write_bytes(cifar_c_tar(np.arange(3)))  # some other archive under the expected name
+    with pytest.raises(
+        UserError, match=f"{tar} has md5 [0-9a-f]{{32}}, not 0{{32}} of http://127.0.0.1:9/CIFAR-10-C.tar: it is"
+    ):
+        released_c.fetch(Archive("http://127.0.0.1:9/CIFAR-10-C.tar", "0" * 32, "CIFAR-10-C"), data_root, quiet)
+    assert os.listdir(data_root) == ["CIFAR-10-C.tar"]  # neither unpacked nor deleted
+    released_c.fetch(
+        Archive("http://127.0.0.1:9/CIFAR-10-C.tar", hashlib.md5(tar.read_bytes()).hexdigest(), "CIFAR-10-C"),
+        data_root,
+        quiet,
+    )  # the right one is unpacked without downloading
+    assert os.listdir(data_root) == ["CIFAR-10-C"]
+
+
 def test_unpacking_refuses_paths_outside_the_folder(tmp_path, quiet):
     tar_path = tmp_path / "root" / "evil.tar"
     tar_path.parent.mkdir()
@@ -343,6 +360,33 @@ def test_missing_severity_folder_is_named(tmp_path, quiet):
         released_c.suites()[2].prepare(wanted)
     with pytest.raises(UserError, match="Tiny-ImageNet-C not found; looked in: .*zenodo.org/records/2536630"):
         released_c.suites()[2].prepare(request(torch.zeros(0), torch.zeros(0), tmp_path / "none", quiet))
+
+
+def test_a_cell_missing_images_of_a_class_is_named(tmp_path, quiet):
+    write_folder_c(tmp_path, ("n01", "n02"), 64, "png")
+    (tmp_path / "shot_noise" / "2" / "n02" / "val_1.png").unlink()  # a half-extracted cell
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, severities=(1, 2), classes=("n01", "n02"))
+    with pytest.raises(
+        UserError, match=f"{tmp_path / 'shot_noise' / '2'} holds 1 images of class n02, where .* holds 2"
+    ):
+        released_c.suites()[2].prepare(wanted)
+
+
+@pytest.mark.parametrize("index", [2, 3])  # Tiny-ImageNet-C decoded into the cache, ImageNet-C streamed
+def test_a_test_subset_evaluates_the_same_files_of_every_cell(tmp_path, data_root, quiet, index):
+    size = 64 if index == 2 else 224
+    write_folder_c(tmp_path, ("n01", "n02", "n03"), size, "png" if index == 2 else "JPEG")
+    subset = torch.tensor([1, 4])  # positions: n01's second image, n03's first
+    wanted = request(torch.zeros(2), subset, tmp_path, quiet, severities=(1, 2), classes=("n01", "n02", "n03"))
+    prepared = released_c.suites()[index].prepare(wanted)
+    for cell in prepared.cells.values():
+        if index == 3:
+            cell.workers = 0
+        assert len(cell) == 2 and cell.labels.tolist() == [0, 2] and cell.ids.tolist() == [1, 4]
+        assert next(cell.batches(2, CPU, train=False)).labels.tolist() == [0, 2]
+    too_far = request(torch.zeros(2), torch.tensor([0, 6]), tmp_path, quiet, severities=(1,))
+    with pytest.raises(UserError, match="holds 6 images, but the test split has at least 7; is --c-dir the corrupted"):
+        released_c.suites()[index].prepare(too_far)
 
 
 def test_imagenet_c_streams_224_px_jpegs(tmp_path, quiet):

@@ -1,9 +1,11 @@
-"""The leaderboard as data: the valid entries of `<leaderboard>/entries/**/*.json`, one table per dataset × suite,
-every cell already formatted, the dense baseline of each model marked and each DST entry's Δ to it.
+"""The leaderboard as data: the valid entries of `<leaderboard>/entries/**/*.json`, one table per dataset × suite
+× evaluation grid, every cell already formatted, the dense baseline of each model marked and each DST entry's Δ to it.
 
 Entries are read through `dstbench.entry.load_entry` (validated, any schema version migrated to the current one);
-an invalid file is left out and described on one line. Entries are sorted by a total order, so the same entries
-always give the same `Board`, whatever the order of the files.
+an invalid file, or a second entry of the same experiment, is left out and described on one line. Only entries of
+the same grid (corruptions, severities, test samples) share a table and a Δ: an mPC over 15 corruptions is not
+comparable with one over 19. Entries are sorted by a total order, so the same entries always give the same
+`Board`, whatever the order of the files.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ COLUMNS = (
     Column("sparsity", "Sparsity", True, "Fraction of zero weights counted in the final model"),
     Column("seed", "Seed", True, "Training seed"),
     Column("clean", "Clean", True, "Top-1 accuracy (%) on the clean test set"),
-    Column("mpc", "mPC", True, "Mean accuracy (%) over every corruption and severity"),
+    Column("mpc", "mPC", True, "Mean accuracy (%) over the table's corruptions and severities"),
     Column("rpc", "rPC", True, "mPC / clean accuracy"),
     Column("mce", "mCE", True, "Mean corruption error (%) relative to the entry's baseline, when it has one"),
     Column("d_clean", "Δ clean", True, "Clean accuracy minus the dense run's of the same model and seed"),
@@ -52,8 +54,20 @@ COLUMNS = (
 )
 
 DELTA_NOTE = (
-    f"Δ: difference to the dense entry of the same model, dataset, suite and seed; {MEAN_MARK} marks a difference "
-    "to the mean of the dense seeds, where no dense entry has the same seed."
+    f"Δ: difference to the dense entry of the same model, dataset, suite, grid and seed; {MEAN_MARK} marks a "
+    "difference to the mean of the dense seeds, where no dense entry has the same seed."
+)
+SAME_EXPERIMENT = "algorithm, parameters, sparsity, model, dataset, suite, seed, training recipe and evaluation grid"
+
+# Config keys that do not tell experiments apart: how a run was executed, and what `identity` holds otherwise (the
+# resolved algorithm options, the evaluation grid; a corruption seed draws other images of the same grid).
+NOT_RECIPE = frozenset(
+    {
+        *("out", "resume", "quiet", "device", "workers", "data_dir", "download", "skip_bad", "eval_batch_size"),
+        *("c_dir", "baseline", "precision", "channels_last"),
+        *("algo", "algo_options", "sparsity", "distribution", "dataset", "model", "seed", "suite"),
+        *("corruptions", "severities", "max_test_samples", "corruption_seed"),
+    }
 )
 
 
@@ -105,6 +119,7 @@ class Table:
     id: str
     dataset: str
     suite: str
+    grid: str  # what the table's mPC averages over
     rows: list[Row]  # by mPC, best first
     notes: list[str] = field(default_factory=list)
 
@@ -135,17 +150,25 @@ def _one_line(text: str, limit: int = ERROR_LIMIT) -> str:
 
 def load_entries(entries_dir: Path) -> tuple[list[LoadedEntry], list[str]]:
     """The `*.json` files below `entries_dir` that `dstbench.entry.load_entry` accepts (validated and migrated to
-    the current schema version), and one line naming each file it refuses and why."""
+    the current schema version), and one line naming each file it refuses and why: invalid, or the same experiment
+    as a file before it in path order."""
     from dstbench.entry import load_entry
 
     if not entries_dir.is_dir():
         raise UserError(f"no entries folder at {entries_dir}; give the leaderboard folder with --leaderboard")
-    loaded, refused = [], []
+    loaded, refused, experiments = [], [], {}
     for path in sorted(entries_dir.rglob("*.json")):
         try:
-            loaded.append(LoadedEntry(path.relative_to(entries_dir).as_posix(), load_entry(path)))
+            data = load_entry(path)
         except UserError as exc:
             refused.append(_one_line(str(exc)))
+            continue
+        relative = path.relative_to(entries_dir).as_posix()
+        first = experiments.setdefault(identity(data), relative)
+        if first != relative:
+            refused.append(f"{path}: the same experiment as entries/{first} ({SAME_EXPERIMENT}); remove one")
+        else:
+            loaded.append(LoadedEntry(relative, data))
     return loaded, refused
 
 
@@ -179,17 +202,58 @@ def _is_baseline(entry: Mapping[str, Any]) -> bool:
     return entry["algorithm"]["name"] == BASELINE_ALGORITHM
 
 
-def _setting(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+Grid = tuple[tuple[str, ...], tuple[int, ...], int]
+
+
+def grid(entry: Mapping[str, Any]) -> Grid:
+    """What an entry's mPC averages over: its corruptions, severities and number of test samples."""
+    evaluation = entry["evaluation"]
+    return tuple(sorted(evaluation["corruptions"])), tuple(sorted(evaluation["severities"])), evaluation["test_samples"]
+
+
+def describe_grid(key: Grid) -> str:
+    """'19 corruptions × severities 1-5 · 10,000 test samples' (the names, when there are at most four)."""
+    corruptions, severities, samples = key
+    names = ", ".join(corruptions) if len(corruptions) <= 4 else f"{len(corruptions)} corruptions"
+    consecutive = len(severities) > 2 and severities == tuple(range(severities[0], severities[-1] + 1))
+    levels = f"{severities[0]}–{severities[-1]}" if consecutive else ", ".join(map(str, severities))
+    plural = "ies" if len(severities) > 1 else "y"
+    return f"{names} × severit{plural} {levels} · {samples:,} test samples"
+
+
+def _setting(entry: Mapping[str, Any]) -> tuple:
     """What a dense baseline must share with an entry, besides the seed."""
-    return entry["dataset"], entry["suite"], entry["model"]
+    return entry["dataset"], entry["suite"], grid(entry), entry["model"]
+
+
+def identity(entry: Mapping[str, Any]) -> tuple:
+    """What makes two entries the same experiment (SAME_EXPERIMENT): a second one is a duplicate."""
+    algorithm, sparsity = entry["algorithm"], entry["sparsity"]
+    recipe = {key: value for key, value in entry["config"].items() if key not in NOT_RECIPE}
+    return (
+        algorithm["name"],
+        json.dumps(algorithm["params"], sort_keys=True),
+        sparsity["target"],
+        sparsity["distribution"],
+        *_setting(entry),
+        entry["seed"],
+        json.dumps(recipe, sort_keys=True),
+    )
 
 
 def _order(loaded: LoadedEntry) -> tuple:
-    """A total order on entries, so the board never depends on the order files were found in."""
+    """A total order on entries, so the board never depends on the order files were found in: within a dataset
+    and suite the fullest grid first."""
     entry = loaded.data
+    corruptions, severities, samples = grid(entry)
     return (
         entry["dataset"],
         entry["suite"],
+        -len(corruptions),
+        -len(severities),
+        -samples,
+        corruptions,
+        severities,
         entry["model"],
         entry["algorithm"]["name"],
         entry["sparsity"]["target"],
@@ -257,7 +321,7 @@ def _delta_cells(entry: Mapping[str, Any], reference: Reference | None) -> dict[
         missing = Cell("baseline", None, "the dense baseline of this model")
         return {"d_clean": missing, "d_mpc": missing}
     if reference is None:
-        missing = Cell("—", None, "no dense entry of this model, dataset and suite")
+        missing = Cell("—", None, "no dense entry of this model, dataset, suite and grid")
         return {"d_clean": missing, "d_mpc": missing}
     mark = "" if reference.same_seed else MEAN_MARK
 
@@ -369,21 +433,21 @@ def _by_mpc(row: Row) -> float:
 
 
 def build_board(entries: Iterable[LoadedEntry]) -> Board:
-    """One table per dataset × suite (in name order), its rows by mPC, best first."""
+    """One table per dataset × suite (in name order) × grid (the fullest first), its rows by mPC, best first."""
     ordered = sorted(entries, key=_order)
-    dense: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    dense: dict[tuple, list[Mapping[str, Any]]] = {}
     for loaded in ordered:
         if _is_baseline(loaded.data):
             dense.setdefault(_setting(loaded.data), []).append(loaded.data)
-    tables: dict[tuple[str, str], list[Row]] = {}
+    tables: dict[tuple[str, str, Grid], list[Row]] = {}
     for number, loaded in enumerate(ordered):
         reference = _reference(loaded.data, dense.get(_setting(loaded.data), []))
-        key = (loaded.data["dataset"], loaded.data["suite"])
+        key = (loaded.data["dataset"], loaded.data["suite"], grid(loaded.data))
         tables.setdefault(key, []).append(_row(f"entry-{number}", loaded, reference))
     return Board(
         tables=[
-            Table(f"table-{number}", dataset, suite, sorted(rows, key=_by_mpc), _notes(rows))
-            for number, ((dataset, suite), rows) in enumerate(tables.items())
+            Table(f"table-{number}", dataset, suite, describe_grid(key), sorted(rows, key=_by_mpc), _notes(rows))
+            for number, ((dataset, suite, key), rows) in enumerate(tables.items())
         ],
         algorithms=sorted({loaded.data["algorithm"]["name"] for loaded in ordered}),
     )

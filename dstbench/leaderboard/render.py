@@ -54,7 +54,8 @@ def _markdown_cell(cell: Cell) -> str:
 def _markdown_table(table: Table) -> list[str]:
     header = "| " + " | ".join(column.label for column in COLUMNS) + " |"
     rule = "|" + "|".join("---:" if column.numeric else "---" for column in COLUMNS) + "|"
-    lines = [f"## {markdown_text(table.dataset)} · {markdown_text(table.suite)}", "", header, rule]
+    title = f"## {markdown_text(table.dataset)} · {markdown_text(table.suite)}"
+    lines = [title, "", f"mPC over {markdown_text(table.grid)}.", "", header, rule]
     for row in table.rows:
         cells = [_markdown_cell(row.cells[column.key]) for column in COLUMNS]
         if row.baseline:
@@ -77,10 +78,10 @@ def render_markdown(board: Board) -> str:
     lines = [
         "# dstbench leaderboard",
         "",
-        "Clean and corrupted accuracy of every entry in [`entries/`](entries/), one table per dataset and",
-        "corruption suite, best mPC first; dense baselines in bold. Written by `dstbench leaderboard render`: do not",
-        "edit by hand. The interactive board (sorting, filters, corruption × severity heat maps) is",
-        "[`site/index.html`](site/index.html).",
+        "Clean and corrupted accuracy of every entry in [`entries/`](entries/), one table per dataset,",
+        "corruption suite and evaluation grid, best mPC first; dense baselines in bold. Written by",
+        "`dstbench leaderboard render`: do not edit by hand. The interactive board (sorting, filters, corruption ×",
+        "severity heat maps) is [`site/index.html`](site/index.html).",
         "",
     ]
     if not board.tables:
@@ -154,12 +155,13 @@ def write_board(leaderboard_dir: Path, out_dir: Path) -> tuple[Path, Path, int, 
 def render(leaderboard_dir: Path, out: Path | None) -> None:
     """Write the leaderboard as markdown tables (README.md) and a self-contained page (site/index.html).
 
-    Every entry is validated first. An invalid file is left out and reported (the file and its first violation),
-    and the command exits with 2 after writing the board from the valid entries, so CI fails on it.
+    Every entry is validated first. An invalid file, or a second entry of the same experiment, is left out and
+    reported (the file and why), and the command exits with 2 after writing the board from the rest, so CI fails on
+    it.
     """
     readme, page, count, refused = write_board(leaderboard_dir, out or leaderboard_dir)
     click.echo(f"{count} entries: {readme}, {page}")
     for line in refused:
         click.echo(line, err=True)
     if refused:
-        raise UserError(f"{len(refused)} invalid entry file(s) left out of the board (listed above)")
+        raise UserError(f"{len(refused)} entry file(s) left out of the board (listed above)")

@@ -5,7 +5,8 @@ over its 15 benchmark corruptions × severities 1–5 on the whole test set, wit
 entry fits when it is of one of those datasets, on a suite of the same corruptions (generated or the released
 files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
 exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
-the paper's title there: edit it before a pull request) and `reported` is the entry's own number.
+the paper's title there: edit it before a pull request) and `reported` is the entry's own number. `corruptions_mce`
+is left null: RobustBench's is normalised by AlexNet's errors, an entry's mCE by its own dense baseline's.
 
 The per-cell accuracies go to RobustBench's `unaggregated_results.csv` beside the files: two header rows (corruption,
 severity), then a row per model of accuracies as fractions. Exporting into a RobustBench checkout updates its file:
@@ -77,7 +78,7 @@ def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, A
         "clean_acc": _acc(entry["clean_acc"]),
         "reported": _acc(mpc),
         "corruptions_acc": _acc(mpc),
-        "corruptions_mce": _acc(entry["corruptions_mce"]),
+        "corruptions_mce": None,
         "footnote": entry.get("footnote"),
     }
 

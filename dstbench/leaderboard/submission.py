@@ -23,7 +23,6 @@ compares every cell within --tolerance points.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shlex
@@ -140,15 +139,20 @@ def _sparsity_checks(entry: dict[str, Any], model) -> list[Check]:
 
 def find_baseline(entry: dict[str, Any], given_path: Path | None, entries_dir: Path) -> Path | None:
     """The file of the entry's mCE baseline: `given_path`, else the path its run recorded if it exists, else the
-    board's entry of that name (entry files are <name>.json). None when it claims no mCE or records no baseline; a
-    path that does not exist when none is found."""
+    board's entry of that name beside it (entries/<dataset>/<suite>/<name>.json: a baseline shares the entry's
+    dataset and suite). None when it claims no mCE or records no baseline; a path that does not exist when none is
+    found."""
     recorded = entry["evaluation"]["baseline"]
     if given_path is not None or entry["corruptions_mce"] is None or not recorded:
         return given_path
     if Path(recorded).is_file():
         return Path(recorded)
-    on_board = sorted(entries_dir.rglob(f"{recorded}.json")) if PATH_PART.match(recorded) else []
-    return on_board[0] if on_board else Path(recorded)
+    beside = _entry_folder(entries_dir, entry) / f"{recorded}.json"
+    return beside if PATH_PART.match(recorded) and beside.is_file() else Path(recorded)
+
+
+def _entry_folder(entries_dir: Path, entry: dict[str, Any]) -> Path:
+    return entries_dir / entry["dataset"] / entry["suite"]
 
 
 def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
@@ -173,10 +177,11 @@ def _baseline_on_board(entry: dict[str, Any], baseline: Path | None, entries_dir
     where no reader could check the mCE."""
     if entry["corruptions_mce"] is None or baseline is None or not baseline.is_file():
         return entry  # nothing to name, or the mCE check reports the missing file
-    if not baseline.resolve().is_relative_to(entries_dir.resolve()):
+    folder = _entry_folder(entries_dir, entry)
+    if baseline.resolve().parent != folder.resolve():
         raise UserError(
-            f"the mCE baseline {baseline} is not on the leaderboard, so no reader could check the mCE: submit the "
-            "baseline first and pass its entry with --baseline"
+            f"the mCE baseline {baseline} is not an entry in {folder} (the board's entries of this dataset and "
+            "suite), so no reader could check the mCE: submit the baseline first and pass its entry with --baseline"
         )
     return {**entry, "evaluation": {**entry["evaluation"], "baseline": baseline.stem}}
 
@@ -320,16 +325,9 @@ def _metadata(entry: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]
     return entry
 
 
-def identity(entry: dict[str, Any]) -> tuple:
-    """What makes two entries the same experiment: a second one is a duplicate."""
-    algorithm, sparsity = entry["algorithm"], entry["sparsity"]
-    params = json.dumps(algorithm["params"], sort_keys=True)
-    setting = (entry["dataset"], entry["suite"], entry["model"], entry["seed"])
-    return (algorithm["name"], params, sparsity["target"], sparsity["distribution"], *setting)
-
-
 def _refuse_duplicates(entries_dir: Path, entry: dict[str, Any], target: Path) -> None:
     from dstbench.entry import load_entry
+    from dstbench.leaderboard.board import SAME_EXPERIMENT, identity
 
     if target.exists():
         raise UserError(f"{target} exists; choose another --name")
@@ -341,8 +339,7 @@ def _refuse_duplicates(entries_dir: Path, entry: dict[str, Any], target: Path) -
             continue  # `dstbench leaderboard validate` and `render` report it
         if identity(existing) == key:
             raise UserError(
-                f"{path} already holds this experiment (same algorithm, parameters, sparsity, model, dataset, "
-                f"suite and seed); a duplicate is not accepted"
+                f"{path} already holds this experiment (same {SAME_EXPERIMENT}); a duplicate is not accepted"
             )
 
 
@@ -411,7 +408,7 @@ def submit(
     entries_dir = leaderboard_dir / "entries"
     if not entries_dir.is_dir():
         raise UserError(f"{leaderboard_dir} is not a leaderboard folder (it has no entries/); pass --leaderboard DIR")
-    target = entries_dir / entry["dataset"] / entry["suite"] / f"{entry['name']}.json"
+    target = _entry_folder(entries_dir, entry) / f"{entry['name']}.json"
     _refuse_duplicates(entries_dir, entry, target)
     baseline = find_baseline(entry, baseline, entries_dir)
     entry = _baseline_on_board(entry, baseline, entries_dir)

@@ -262,7 +262,14 @@ def fetch(archive: Archive, root: Path, reporter: Reporter) -> None:
     """Download `archive` into `root` (resuming a broken download from its `.part` file), check its md5 sum and
     unpack it there. The archive is deleted once unpacked."""
     tar = root / PurePosixPath(urllib.parse.urlparse(archive.url).path).name
-    if not tar.exists():  # a .tar without .part passed its md5 check; only its unpacking was interrupted
+    if tar.exists():  # an earlier unpacking was interrupted, or someone put a file there: checked, never deleted
+        actual = md5sum(tar)
+        if actual != archive.md5:
+            raise UserError(
+                f"{tar} has md5 {actual}, not {archive.md5} of {archive.url}: it is another or a damaged file; "
+                "move it away and run again"
+            )
+    else:
         part = tar.with_name(f"{tar.name}.part")
         root.mkdir(parents=True, exist_ok=True)
         reporter.info(f"downloading {archive.url} into {root}")
@@ -355,7 +362,13 @@ def _checked_member(member: tarfile.TarInfo, tar: Path) -> tarfile.TarInfo:
 
 class FolderCFiles(ReleasedSuite):
     """`<corruption>/<severity>/<wnid>/*.JPEG`, labelled by the position of the wnid among the dataset's classes
-    (sorted wnids when the dataset does not name its classes). A cell's sample ids are its files' positions."""
+    (sorted wnids when the dataset does not name its classes). A cell's sample ids are its files' positions (class by
+    class, files by name); every cell must hold as many images of each class as the others.
+
+    A run on a subset of the test split (`--max-test-samples`) evaluates the files at the subset's positions in
+    every cell: the same images in each. For ImageNet, whose validation folders are ordered the same way, they are
+    the corrupted versions of the clean subset; for Tiny ImageNet (validation files in annotation order) they are
+    a subset of the same size drawn with the same seed."""
 
     def __init__(self, name: str, description: str, image_size: int, folder: str, generated: str, source: str):
         super().__init__(name, description, image_size, folder, generated)
@@ -374,9 +387,19 @@ class FolderCFiles(ReleasedSuite):
                 )
         classes = request.classes or class_folders(next(iter(folders.values())))
         cells: dict[Cell, ImageData] = {}
+        first: tuple[Path, np.ndarray] | None = None
         for cell, folder in folders.items():
             paths, labels = scan_class_folders(folder, classes)
-            cells[cell] = self.cell(request, cell, paths, torch.from_numpy(labels))
+            per_class = np.bincount(labels, minlength=len(classes))
+            first = first or (folder, per_class)
+            if not np.array_equal(per_class, first[1]):
+                k = int(np.flatnonzero(per_class != first[1])[0])
+                raise UserError(
+                    f"{folder} holds {per_class[k]} images of class {classes[k]}, where {first[0]} holds "
+                    f"{first[1][k]}; is the release fully unpacked?"
+                )
+            ids = _evaluated(request, len(paths), folder)
+            cells[cell] = self.cell(request, cell, paths, torch.from_numpy(labels), ids)
         return cells
 
     def _find(self, request: SuiteRequest, corruptions: tuple[str, ...]) -> Path:
@@ -388,14 +411,31 @@ class FolderCFiles(ReleasedSuite):
         return found
 
     @abstractmethod
-    def cell(self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor) -> ImageData:
-        """The images of one cell's files."""
+    def cell(
+        self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor, ids: torch.Tensor
+    ) -> ImageData:
+        """The images of one cell's files (labelled `labels`) at positions `ids`."""
+
+
+def _evaluated(request: SuiteRequest, count: int, folder: Path) -> torch.Tensor:
+    """The positions among a cell's `count` files to evaluate: all, or those of the run's test subset."""
+    ids = request.test_ids
+    if not 0 < len(ids) < count:
+        return torch.arange(count)
+    if ids.max() >= count:
+        raise UserError(
+            f"{folder} holds {count} images, but the test split has at least {int(ids.max()) + 1}; is --c-dir the "
+            f"corrupted version of dataset '{request.dataset}'?"
+        )
+    return ids
 
 
 class TinyImageNetCFiles(FolderCFiles):
     """Each cell decoded once (with a progress bar, while preparing) into the data root's cache."""
 
-    def cell(self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor) -> ImageData:
+    def cell(
+        self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor, ids: torch.Tensor
+    ) -> ImageData:
         from dstbench.runner import cache_dir
 
         cache, stem = cache_dir(), f"{self.name}-{cell[0]}-{cell[1]}-{fingerprint(paths)}"
@@ -413,15 +453,17 @@ class TinyImageNetCFiles(FolderCFiles):
         def read(ids: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(cached_arrays(cache, stem, decode).test_images[ids.numpy()])
 
-        return ReleasedImages(labels, torch.arange(len(paths)), read)
+        return ReleasedImages(labels[ids], ids, read)
 
 
 class ImageNetCFiles(FolderCFiles):
     """Each cell streamed by DataLoader workers; the released images are already resized and cropped to 224 px."""
 
-    def cell(self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor) -> ImageData:
+    def cell(
+        self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor, ids: torch.Tensor
+    ) -> ImageData:
         files = ImageFiles(paths, labels.numpy(), _released_224)
-        return StreamImages(files, labels, workers=min(8, os.cpu_count() or 1))
+        return StreamImages(files, labels[ids], workers=min(8, os.cpu_count() or 1), ids=ids)
 
 
 def _released_224(image: torch.Tensor) -> torch.Tensor:

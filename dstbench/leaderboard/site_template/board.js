@@ -110,7 +110,8 @@ function renderTable(data) {
   sortTable(table, INITIAL_SORT.key, INITIAL_SORT.direction);
   const status = el("p", { class: "status", role: "status" });
   return el("section", { class: "board-table", "aria-labelledby": `${data.id}-title` },
-    el("h2", { id: `${data.id}-title` }, `${data.dataset} · ${data.suite}`), status, table,
+    el("h2", { id: `${data.id}-title` }, `${data.dataset} · ${data.suite}`),
+    el("p", { class: "note" }, `mPC over ${data.grid}.`), status, table,
     ...data.notes.map((note) => el("p", { class: "note" }, note)));
 }
 
