@@ -212,6 +212,8 @@ class NothingSparsifiable:
         ({"sparsity": 0.5, "algo_options": ("update_interval=often",)}, "option 'update_interval': 'often'"),
         ({"sparsity": 0.5, "algo_options": ("drop_fraction=1.5",)}, "drop_fraction must be in (0, 1)"),
         ({"sparsity": 0.5, "algo_options": ("grow_init=ones",)}, "grow_init must be one of zero, normal"),
+        ({"sparsity": 0.5, "algo_options": ("erk_power_scale=inf",)}, "erk_power_scale must be a positive number"),
+        ({"sparsity": 0.5, "algo_options": ("erk_power_scale=nan",)}, "erk_power_scale must be a positive number"),
         ({"sparsity": 0.5, "algo_options": ("drop_rate=0.3",)}, "has no option 'drop_rate'; its options:"),
         ({"sparsity": 1.0}, "--sparsity must be in [0, 1)"),
     ],

@@ -110,6 +110,9 @@ def test_erk_on_a_tiny_model_by_hand(cli):
         (["--model", "digits-cnn", "--sparsity", "-0.1"], "--sparsity must be in [0, 1)"),
         (["--model", "digits-cnn", "--sparsity", "0.99", "--dense-first", "--dense-last"], "cannot be met"),
         (["--model", "no-weights"], "no sparsifiable layers"),
+        (["--model", "digits-cnn", "--erk-power-scale", "nan"], "--erk-power-scale must be a positive number, got nan"),
+        (["--model", "digits-cnn", "--erk-power-scale", "inf"], "--erk-power-scale must be a positive number, got inf"),
+        (["--model", "digits-cnn", "--erk-power-scale", "0"], "--erk-power-scale must be a positive number, got 0.0"),
     ],
 )
 def test_bad_input_is_a_one_line_error(cli, args, message):

@@ -229,9 +229,12 @@ def cifar_c_tar(labels: np.ndarray) -> bytes:
 
 
 @contextmanager
-def serve(payload: bytes, truncate_first: bool = False) -> Iterator[tuple[str, list[str | None]]]:
-    """An HTTP server on localhost that serves `payload`, honours Range requests and, with `truncate_first`, breaks
-    off its first response halfway. Yields the URL and the Range header of every request."""
+def serve(
+    payload: bytes, truncate_first: bool = False, range_from: int | None = None
+) -> Iterator[tuple[str, list[str | None]]]:
+    """An HTTP server on localhost that serves `payload`, honours Range requests (or, with `range_from`, answers them
+    from that byte) and, with `truncate_first`, breaks off its first response halfway. Yields the URL and the Range
+    header of every request."""
     ranges: list[str | None] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -239,6 +242,7 @@ def serve(payload: bytes, truncate_first: bool = False) -> Iterator[tuple[str, l
             asked = self.headers.get("Range")
             ranges.append(asked)
             start = int(asked.removeprefix("bytes=").removesuffix("-")) if asked else 0
+            start = start if range_from is None or not asked else range_from
             body = payload[start:]
             self.send_response(206 if asked else 200)
             self.send_header("Content-Length", str(len(body)))
@@ -277,6 +281,15 @@ def test_download_resumes_checks_md5_and_unpacks(data_root, quiet):
     assert ranges == [None, f"bytes={len(payload) // 2}-"]
     assert sorted(os.listdir(data_root)) == ["CIFAR-10-C"]  # the archive and the scratch folder are gone
     assert score(prepared, test, quiet, corruptions=("gaussian_noise",)).corruption_acc["gaussian_noise"][3] == 100
+
+
+def test_a_resume_answered_with_other_bytes_is_refused(tmp_path, quiet):
+    part = tmp_path / "CIFAR-10-C.tar.part"
+    part.write_bytes(b"0123")
+    with serve(b"0123456789", range_from=0) as (url, _):
+        with pytest.raises(UserError, match=f"answered a resume from byte 4 with 'bytes 0-9/10'; delete {part}"):
+            released_c.download(url, part, quiet)
+    assert part.read_bytes() == b"0123"
 
 
 def test_download_with_the_wrong_md5_is_deleted(data_root, quiet):

@@ -13,6 +13,7 @@ checkpoints; under torch.distributed every process computes the same update and 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -45,7 +46,10 @@ class SparseOptions:
     erk_power_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.erk_power_scale > 0, f"erk_power_scale must be positive, got {self.erk_power_scale}")
+        _check(
+            math.isfinite(self.erk_power_scale) and self.erk_power_scale > 0,
+            f"erk_power_scale must be a positive number, got {self.erk_power_scale}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

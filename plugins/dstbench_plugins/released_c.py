@@ -294,6 +294,11 @@ def download(url: str, part: Path, reporter: Reporter) -> None:
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
             if response.status != 206:  # the server sends the whole file
                 start = 0
+            elif not (sent := response.headers.get("Content-Range", "")).startswith(f"bytes {start}-"):
+                raise UserError(
+                    f"{url} answered a resume from byte {start:,} with {sent or 'no Content-Range'!r}; delete {part} "
+                    "and run again"
+                )
             length = int(response.headers.get("Content-Length", -1))
             received = _receive(response, part, start, length, reporter)
     except urllib.error.HTTPError as exc:
