@@ -12,6 +12,7 @@ intervals included. The first epoch warms up; the others are timed. Goal on a GP
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -53,6 +54,9 @@ def measure(args, plugins: Plugins, device: torch.device, data, algo: str) -> di
         "device": args.device,
         "quiet": True,
     }
+    options = {field.name for field in dataclasses.fields(plugins.registry.algorithm(algo).Options)}
+    if args.update_interval and "update_interval" in options:
+        flags["algo_options"] = (f"update_interval={args.update_interval}",)
     cfg = resolve(flags, None, plugins.registry)
     try:
         history = fit(cfg, plugins, device, data, args.epochs).history[1:]
@@ -73,6 +77,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--images", type=int, default=50_000, help="synthetic training set size")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per algorithm, the first one untimed")
+    parser.add_argument(
+        "--update-interval", type=int, help="ΔT of the algorithms that have one (default theirs; short runs need less)"
+    )
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--algos", default="dense,static,set,rigl,mest,granet")
     parser.add_argument("--repeats", type=int, default=2)

@@ -63,9 +63,8 @@ class Algorithm:
             try:
                 values[key] = _coerce(value, hints[key])
             except (TypeError, ValueError):
-                raise UserError(
-                    f"algorithm '{cls.name}' option '{key}': {value!r} is not a valid {hints[key]}"
-                ) from None
+                kind = getattr(hints[key], "__name__", str(hints[key]))  # 'int', not "<class 'int'>"
+                raise UserError(f"algorithm '{cls.name}' option '{key}': {value!r} is not a valid {kind}") from None
         try:
             return cls.Options(**values)
         except ValueError as exc:  # an Options.__post_init__ range check

@@ -83,7 +83,7 @@ def save_training(run: Run, path: Path) -> None:
     state = {
         "format": TRAINING_FORMAT,
         "version": VERSION,
-        "config": run.config.role_dict(TRAIN),
+        "config": run.config.to_dict(),  # all of it, so that `--resume` alone can continue; TRAIN fields must match
         "epoch": run.epoch,
         "step": run.step,
         "model": run.model.state_dict(),
@@ -107,9 +107,14 @@ def _check_settings(path: Path, state: dict[str, Any], cfg: RunConfig) -> None:
 
 def load_training(path: Path, cfg: RunConfig) -> dict[str, Any]:
     """A checkpoint's state, after checking that it was written by a run with the same training settings."""
-    state = _load(path, TRAINING_FORMAT)
+    state = load_state(path)
     _check_settings(path, state, cfg)
     return state
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, unchecked."""
+    return _load(path, TRAINING_FORMAT)
 
 
 def restore_training(run: Run, state: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import click
 from dstbench import __version__
 from dstbench.config import FIELDS
 from dstbench.errors import PluginError
-from dstbench.options import DstbenchGroup, config_options, given
+from dstbench.options import DstbenchGroup, check_writable, config_options, given
 from dstbench.plugins import Plugins, get_plugins
 from dstbench.report import make_reporter
 
@@ -42,13 +42,18 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
     from dstbench import config, runner, tables
 
     plugins = _plugins(ctx)
-    cfg = config.resolve(given(flags), config_file, plugins.registry)
+    flags = given(flags)
+    resumed = flags.get("out") and flags.get("resume")  # the other settings default to the run's own
+    saved = runner.saved_settings(runner.RunDir(Path(flags["out"]))) if resumed else None
+    cfg = config.resolve(flags, config_file, plugins.registry, saved)
     reporter = make_reporter(cfg.quiet)
     out = runner.run_dir_of(cfg)
+    check_writable(out.path, "--out")
     try:
         entry = runner.execute(cfg, plugins, reporter)
     except KeyboardInterrupt:
-        error = click.ClickException(f"interrupted; continue with: dstbench run --out {out.path} --resume")
+        then = f"continue with: dstbench run --out {out.path} --resume" if out.has_run() else "nothing was saved yet"
+        error = click.ClickException(f"interrupted; {then}")
         error.exit_code = 130
         raise error from None
     if entry is None:  # a torch.distributed process other than rank 0
@@ -98,6 +103,8 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
     from dstbench.train import TrainResult
 
     plugins = _plugins(ctx)
+    if entry_path:
+        check_writable(entry_path, "--entry", folder=False)
     model_path = path / "model.pt" if path.is_dir() else path
     saved = checkpoint.load_model(model_path)
     again = runner.reevaluate(saved, given(flags), plugins)
@@ -111,7 +118,16 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
     again.reporter.result(tables.results(entry.to_dict()))
 
 
-@click.command(name="list")
+@click.command(
+    name="list",
+    epilog="""
+\b
+Examples:
+  dstbench list                          every kind, as tables
+  dstbench list --kind suite             the corruption suites and their corruptions
+  dstbench list --kind algorithm --json
+""",
+)
 @click.option(
     "--kind",
     type=click.Choice(["algorithm", "model", "dataset", "suite", "trainer", "command"]),
@@ -135,7 +151,14 @@ def list_(ctx: click.Context, kind: tuple[str, ...], as_json: bool) -> None:
         reporter.result(tables.rows_table(f"{k}s", tables.registry_rows(plugins, k)))
 
 
-@click.command()
+@click.command(
+    epilog="""
+\b
+Examples:
+  dstbench plugins                       built-in and installed plugins, broken ones with the reason
+  DSTBENCH_PLUGINS= dstbench plugins     the built-ins alone
+"""
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:

@@ -6,6 +6,7 @@ from them, and `resolve` validates every value once, with errors that say what i
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -23,6 +24,8 @@ else:  # pragma: no cover
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+MAX_INTEGER = 2**53  # beyond it JSON readers (JavaScript's among them) lose digits
 
 # What a field is for. Only "train" fields must match when a checkpoint is resumed.
 TRAIN, EVAL, RUNTIME = "train", "eval", "runtime"
@@ -87,7 +90,7 @@ class RunConfig:
     eval_batch_size: int = _opt(500, "Evaluation batch size.", RUNTIME, "N")
     baseline: str | None = _opt(None, "A baseline entry.json; adds mCE relative to it.", EVAL, "FILE")
     out: str | None = _opt(None, "Run directory; default: runs/<run id>.", RUNTIME, "DIR")
-    resume: bool = _opt(False, "Continue the run in --out from its last checkpoint.", RUNTIME)
+    resume: bool = _opt(False, "Continue the run in --out from its last checkpoint, with its settings.", RUNTIME)
     quiet: bool = _opt(False, "No progress output, only warnings and results.", RUNTIME)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,7 +149,9 @@ def _string(value: Any) -> str:
 def _severities(value: Any) -> tuple[int, ...]:
     from dstbench.corruption import parse_severities
 
-    return parse_severities(value) if isinstance(value, str) else tuple(parse_number(int)(v) for v in value)
+    if isinstance(value, str):
+        return parse_severities(value)
+    return tuple(parse_number(int)(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
 
 
 def _options(value: Any) -> dict:
@@ -207,7 +212,8 @@ def parse_values(values: Mapping[str, Any], origin: str) -> dict[str, Any]:
         try:
             parsed[name] = PARSERS.get(name, _string)(value)
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{origin}: bad value for '{key}': {value!r} ({exc})") from None
+            shown = "" if isinstance(value, (list, tuple)) else f" {value!r}"  # the error names the bad item
+            raise UserError(f"{origin}: bad value for '{key}':{shown} ({exc})") from None
     return parsed
 
 
@@ -218,7 +224,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:  # TOML files are UTF-8
         raise UserError(f"cannot read config file {path}: {exc}") from None
     # Settings may sit at the top level or in a [run] table; [algo_options] is its own table.
     return parse_values({**data.pop("run", {}), **data}, str(path))
@@ -242,12 +248,12 @@ def validate(cfg: RunConfig) -> None:
         cfg.clip_cache_gib is None or cfg.clip_cache_gib >= 0,
         f"--clip-cache-gib must be at least 0, got {cfg.clip_cache_gib}",
     )
-    _check(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
+    _check(0 < cfg.lr < math.inf, f"--lr must be a positive number, got {cfg.lr}")
     _check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer '{cfg.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
     _check(cfg.schedule in SCHEDULES, f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(SCHEDULES)}")
     _check(cfg.precision in PRECISIONS, f"unknown precision '{cfg.precision}'; choose from: {', '.join(PRECISIONS)}")
     _check(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
-    _check(cfg.weight_decay >= 0, f"--weight-decay must be at least 0, got {cfg.weight_decay}")
+    _check(0 <= cfg.weight_decay < math.inf, f"--weight-decay must be a number of at least 0, got {cfg.weight_decay}")
     _check(0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     _check(0 < cfg.gamma <= 1, f"--gamma must be in (0, 1], got {cfg.gamma}")
     _check(all(0 < m < 1 for m in cfg.milestones), f"--milestones must be fractions in (0, 1), got {cfg.milestones}")
@@ -262,15 +268,23 @@ def validate(cfg: RunConfig) -> None:
     for name in ("max_train_samples", "max_test_samples"):
         value = getattr(cfg, name)
         _check(value is None or value >= 2, f"--{name.replace('_', '-')} must be at least 2, got {value}")
+    for name in FIELDS:  # what JSON readers hold exactly; no run needs more
+        value = getattr(cfg, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            _check(value < MAX_INTEGER, f"--{name.replace('_', '-')} must be below 2**53, got {value}")
     _check(
         cfg.device in ("auto", "cpu", "cuda") or (cfg.device.startswith("cuda:") and cfg.device[5:].isdigit()),
         f"unknown device '{cfg.device}'; choose from: auto, cpu, cuda, cuda:N",
     )
 
 
-def resolve(flags: Mapping[str, Any], config_file: str | Path | None, registry) -> RunConfig:
-    """Merge the layers, fill recipe defaults from the dataset and trainer, and validate everything."""
-    given = {**(read_toml(config_file) if config_file else {}), **parse_values(flags, "command line")}
+def resolve(
+    flags: Mapping[str, Any], config_file: str | Path | None, registry, saved: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Merge the layers (`saved`: a resumed run's settings, below the config file and the flags), fill recipe
+    defaults from the dataset and trainer, and validate everything."""
+    toml = read_toml(config_file) if config_file else {}
+    given = {**parse_values(saved or {}, "the resumed run"), **toml, **parse_values(flags, "command line")}
     dataset = registry.dataset(given.get("dataset", RunConfig.dataset))
     trainer = registry.trainer(given["trainer"]) if "trainer" in given else registry.trainer_for(dataset.modality)
     if trainer.modality != dataset.modality:
@@ -295,9 +309,13 @@ def resolve(flags: Mapping[str, Any], config_file: str | Path | None, registry) 
         suite.modality == dataset.modality,
         f"suite '{suite.name}' corrupts {suite.modality} data, dataset '{dataset.name}' is {dataset.modality}",
     )
-    corruptions, _ = suite.select(cfg.corruptions, cfg.severities)
+    corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
     suite.check_input(dataset.channels, dataset.image_size, corruptions)
     algorithm.check_config(cfg)
+    if cfg.baseline:  # now, not after training
+        from dstbench.runner import read_baseline
+
+        read_baseline(cfg.baseline, corruptions, severities)
     return cfg
 
 

@@ -37,7 +37,8 @@ Examples:
 \b
 Files are named <stem>_<corruption>_s<severity>.png (a dataset sample's stem is <dataset>_<test id>); --grid writes
 grid_<suite>.png instead: a row per corruption and image, a clean column, then a column per severity.
-Grey images are corrupted as grey; RGBA and other modes are converted to RGB (transparency dropped), with a note.
+Grey images (1-, 8- and 16-bit) are corrupted as 8-bit grey; RGBA and other modes are converted to RGB
+(transparency dropped), with a note; 32-bit integer or float images are refused.
 """
 
 SEED_LIMIT = 2**32
@@ -170,19 +171,32 @@ def _read_image(path: str, reporter: Reporter) -> torch.Tensor:
     """A file as uint8 (C, H, W): grey images keep one channel, RGB three; other modes become RGB, with a note."""
     from PIL import Image
 
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give image files")
     if not os.path.isfile(path):
         raise UserError(f"image file {path} does not exist")
     try:
         with Image.open(path) as image:
-            if image.mode not in ("L", "RGB"):
-                transparent = "A" in image.mode or "transparency" in image.info
-                dropped = ", transparency dropped" if transparent else ""
-                reporter.info(f"{path} is a {image.mode} image; corrupting it as RGB{dropped}")
-            pixels = np.array(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+            pixels = _pixels(image, path, reporter)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot read image {path} ({describe(exc)})") from None
     tensor = torch.from_numpy(pixels)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _pixels(image, path: str, reporter: Reporter) -> np.ndarray:
+    """8-bit grey or RGB pixels of a PIL image: 16-bit grey scaled to 8 bits, other modes converted, with a note."""
+    if image.mode in ("L", "RGB"):
+        return np.array(image)
+    if image.mode in ("I", "F"):  # no range to scale from
+        raise UserError(f"{path} is a 32-bit ({image.mode}) image; save it as 8-bit grey or RGB")
+    grey = image.mode == "1" or image.mode.startswith(("I;16", "LA"))
+    transparent = "A" in image.mode or "transparency" in image.info
+    dropped = ", transparency dropped" if transparent else ""
+    reporter.info(f"{path} is a {image.mode} image; corrupting it as {'8-bit grey' if grey else 'RGB'}{dropped}")
+    if image.mode.startswith("I;16"):
+        return (np.array(image).astype(np.uint32) >> 8).astype(np.uint8)
+    return np.array(image.convert("L" if grey else "RGB"))
 
 
 def _dataset_samples(

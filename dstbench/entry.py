@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 import dstbench
+from dstbench.config import MAX_INTEGER
 
 SCHEMA_VERSION = 2  # dstbench.leaderboard.schema_versions.CURRENT
 MAX_ENTRY_BYTES = 64 << 20  # a larger file is refused unread
 MAX_DEPTH = 64  # containers within containers; an entry dstbench writes is 5 deep
-MAX_INTEGER = 2**53  # beyond it JSON readers (JavaScript's among them) lose digits
 MESSAGE_LIMIT = 300  # characters of one violation; the validator quotes the offending value
 
 

@@ -3,6 +3,7 @@ into one-line messages."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -49,8 +50,24 @@ def given(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None and v != ()}
 
 
+def check_writable(path: Path, option: str, folder: bool = True) -> None:
+    """Before any work: a UserError when `path` cannot become the folder (or file) it names: a file where a folder
+    goes or the reverse, a file on the way, or a folder it may not write in."""
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise UserError(f"{option} {path} is a {other}; name a {kind}")
+    existing = path if path.exists() and folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, so no {kind} can be made below it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: no permission to write in {existing}")
+
+
 class DstbenchGroup(click.Group):
-    """Turns `UserError` into click's one-line error with the error's exit code."""
+    """Turns `UserError` into click's one-line error with the error's exit code, and so does an OSError naming a
+    file (a full disk, a path that cannot be written): what went wrong is the environment's, not dstbench's."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -58,4 +75,10 @@ class DstbenchGroup(click.Group):
         except UserError as exc:
             error = click.ClickException(str(exc))
             error.exit_code = exc.exit_code
+            raise error from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            error = click.ClickException(f"{exc.strerror or exc}: {exc.filename}")
+            error.exit_code = UserError.exit_code
             raise error from None

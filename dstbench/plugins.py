@@ -94,7 +94,7 @@ class Plugins:
         self.infos[info.name] = info
         try:
             self.pm.register(load(), name=info.name)
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down, nor exit
             info.error = _describe(exc)
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(info.name)))
@@ -108,7 +108,7 @@ class Plugins:
             plugin = self.pm.get_plugin(info.name)
             try:
                 items = self._registrations(plugin)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 info.error = f"registration failed: {_describe(exc)}"
                 self.pm.unregister(plugin)
                 continue

@@ -9,9 +9,10 @@ directory is created or touched. A run directory holds:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -71,6 +72,16 @@ class RunDir:
 
 def run_dir_of(cfg: RunConfig) -> RunDir:
     return RunDir(Path(cfg.out) if cfg.out else Path("runs") / cfg.run_id)
+
+
+def saved_settings(run_dir: RunDir) -> dict[str, Any]:
+    """The settings of the run in `run_dir` (its model file's, else its checkpoint's), less how it was started: what
+    `dstbench run --out DIR --resume` continues with where the command line and --config say nothing."""
+    path = run_dir.model if run_dir.model.exists() else run_dir.checkpoint
+    if not path.exists():
+        return {}
+    loaded = checkpoint.load_model(path) if path == run_dir.model else checkpoint.load_state(path)
+    return {key: value for key, value in loaded["config"].items() if key not in ("out", "resume", "quiet")}
 
 
 def cache_dir() -> Path:
@@ -285,14 +296,24 @@ def reevaluate(saved: dict, overrides: dict, plugins: Plugins) -> Reevaluated:
     return Reevaluated(cfg, model, device, evaluation, len(data.test), reporter)
 
 
-def read_baseline(path: str) -> dict[str, dict[int, float]]:
+def read_baseline(
+    path: str, corruptions: Sequence[str] = (), severities: Sequence[int] = ()
+) -> dict[str, dict[int, float]]:
+    """A baseline entry's accuracies; a UserError when it is no valid entry or lacks one of these cells."""
     import json
 
     file = Path(path)
     problems = validate_file(file)
     if problems:
         raise UserError(f"--baseline {file} is not a valid entry: {problems[0]}")
-    return entry_grid(json.loads(file.read_text()))
+    grid = entry_grid(json.loads(file.read_text()))
+    missing = next(((c, s) for c in corruptions for s in severities if s not in grid.get(c, {})), None)
+    if missing:
+        raise UserError(
+            f"--baseline {file} has no result for {missing[0]} at severity {missing[1]}; mCE needs the baseline's "
+            "errors on every corruption and severity evaluated"
+        )
+    return grid
 
 
 def entry_grid(entry: dict) -> dict[str, dict[int, float]]:

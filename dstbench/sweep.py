@@ -30,7 +30,7 @@ from rich.markup import escape
 from dstbench import config
 from dstbench.config import EVAL, FIELDS, TRAIN, RunConfig
 from dstbench.errors import UserError
-from dstbench.options import config_options, given
+from dstbench.options import check_writable, config_options, given
 from dstbench.report import make_reporter
 
 if TYPE_CHECKING:
@@ -566,6 +566,7 @@ def sweep(
     device_list = _devices(devices)
     run_flags = {**given(flags), **({"device": device_list[0]} if len(device_list) == 1 else {})}
     sweep_dir, configs = plan(Grid.parse(algos, sparsities, seeds), run_flags, config_file, plugins.registry, out)
+    check_writable(sweep_dir, "--out")
     _check_devices(device_list, configs[0])
     reporter = make_reporter(configs[0].quiet)
     try:

@@ -216,6 +216,8 @@ class NothingSparsifiable:
         ({"sparsity": 0.5, "algo_options": ("erk_power_scale=nan",)}, "erk_power_scale must be a positive number"),
         ({"sparsity": 0.5, "algo_options": ("drop_rate=0.3",)}, "has no option 'drop_rate'; its options:"),
         ({"sparsity": 1.0}, "--sparsity must be in [0, 1)"),
+        ({"sparsity": 0.0}, "trains sparse weights: --sparsity must be in (0, 1); for 0 use --algo dense"),
+        ({"sparsity": 0.9999}, "layer net.0.weight would keep none of its 432 weights; lower the sparsity"),
     ],
 )
 def test_bad_sparse_settings_are_one_line_errors_and_write_nothing(tmp_path, flags, message):
@@ -223,6 +225,23 @@ def test_bad_sparse_settings_are_one_line_errors_and_write_nothing(tmp_path, fla
         _run(tmp_path, "rigl", **flags)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("algo, option", [("rigl", "update_interval=100"), ("mest", "update_every_epochs=5")])
+def test_a_run_too_short_for_any_mask_update_says_so(tmp_path, algo, option):
+    class Warnings(PlainReporter):
+        def __init__(self):
+            super().__init__(quiet=True)
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    reporter = Warnings()
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+    cfg = run_config(plugins, tmp_path, algo=algo, sparsity=0.5, algo_options=(option,), **FAST)
+    execute(cfg, plugins, reporter)
+    assert [w for w in reporter.warnings if "will not change its masks" in w and "of 16" in w]
 
 
 def test_a_model_with_nothing_sparsifiable_is_refused(tmp_path):

@@ -12,7 +12,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {
     "train_throughput.py": ["--model", "digits-cnn", "--batch-size", "16", "--steps", "2", "--images", "64"],
-    "dst_throughput.py": ["--model", "digits-cnn", "--batch-size", "16", "--images", "64", "--epochs", "2"],
+    "dst_throughput.py": [
+        "--model", "digits-cnn", "--batch-size", "16", "--images", "64", "--epochs", "2", "--update-interval", "2",
+    ],
     "corruption_speed.py": [
         "--images-32", "8", "--images-224", "2", "--reference-images-32", "2", "--reference-images-224", "2",
         "--eval-images", "8", "--workers", "1",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -66,6 +67,8 @@ def test_run_end_to_end(tmp_path):
         (["run", "--config", "{tmp}/missing.toml"], "config file"),
         (["eval", "{tmp}/missing-run"], "does not exist"),
         (["eval", "{tmp}/junk.pt"], "corrupt or not a dstbench checkpoint"),
+        (["run", "--dataset", "cifar10", "--data-dir", "hf:"], "--data-dir hf: needs a Hugging Face dataset name"),
+        (["leaderboard", "verify", "{tmp}/junk.pt", "--checkpoint", "{tmp}/junk.pt", "--tolerance", "nan"], "nan"),
         (["run", "--device", "cuda"] if not torch.cuda.is_available() else ["run", "--device", "cuda:99"], "--device"),
     ],
 )
@@ -78,6 +81,28 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, mess
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_unwritable_outputs_and_a_bad_baseline_are_refused_before_any_work(tmp_path, finished_run):
+    file, out, run = tmp_path / "file", tmp_path / "out", Path(finished_run.out)
+    file.write_text("x")
+    noise = ["--suite", "cifar-c-noise"]
+    cases = [
+        (["run", "--out", file], f"--out {file} is a file; name a folder"),
+        (["run", "--out", file / "sub"], f"--out {file / 'sub'}: {file} is a file, so no folder can be made below it"),
+        (["sweep", "--algo", "dense", "--out", file], f"--out {file} is a file; name a folder"),
+        (["eval", run, "--entry", file / "x.json"], f"{file} is a file, so no file can be made below it"),
+        (["run", "--out", out, "--baseline", tmp_path / "none.json"], "none.json is not a valid entry: $: file does"),
+        (  # the run's entry holds severities 1 and 5
+            ["run", "--out", out, *noise, "--severities", "2", "--baseline", run / "entry.json"],
+            "has no result for gaussian_noise at severity 2; mCE needs the baseline's errors on every corruption",
+        ),
+    ]
+    for args, message in cases:
+        result = dstbench(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +181,43 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path):
     assert proc.wait(timeout=60) == 130
     assert lines[-1].strip() == f"Error: interrupted; continue with: dstbench run --out {out} --resume"
     assert "Traceback" not in "".join(lines)
-    resumed = dstbench(*args, "--resume")
+    changed = dstbench("run", "--out", out, "--resume", "--epochs", "9")
+    assert changed.returncode == 2 and "epochs=8 (now 9)" in changed.stderr
+    resumed = dstbench("run", "--out", out, "--resume")  # the hint as printed: the run's own settings
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     entry = json.loads((out / "entry.json").read_text())
     assert [h["epoch"] for h in entry["training"]["history"]] == list(range(1, 9))
+
+
+def test_an_os_error_naming_a_file_is_one_line_and_others_stay_tracebacks():
+    from click.testing import CliRunner
+
+    from dstbench.options import DstbenchGroup
+
+    group = DstbenchGroup()
+
+    @group.command()
+    @click.argument("kind")
+    def write(kind):
+        if kind == "disk":
+            raise OSError(28, "No space left on device", "runs/a/checkpoint.pt")
+        raise OSError("no file in this one")
+
+    full = CliRunner().invoke(group, ["write", "disk"])
+    assert full.exit_code == 2 and full.output == "Error: No space left on device: runs/a/checkpoint.pt\n"
+    assert isinstance(CliRunner().invoke(group, ["write", "bug"]).exception, OSError)
+
+
+def test_every_command_shows_examples_in_its_help(cli):
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            yield (*prefix, name)
+            if isinstance(command, click.Group):
+                yield from commands(command, (*prefix, name))
+
+    names = list(commands(cli))
+    assert ("leaderboard", "verify") in names and ("corrupt",) in names
+    for name in names:
+        result = CliRunner().invoke(cli, [*name, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, name

@@ -41,7 +41,11 @@ def test_toml_run_table_and_algo_options_table(plugins, tmp_path):
         ({"epochs": "0"}, "--epochs must be at least 1"),
         ({"epochs": "-3"}, "--epochs must be at least 1"),
         ({"epochs": "ten"}, "bad value for 'epochs'"),
-        ({"lr": "0"}, "--lr must be positive"),
+        ({"lr": "0"}, "--lr must be a positive number, got 0.0"),
+        ({"lr": "inf"}, "--lr must be a positive number, got inf"),
+        ({"weight_decay": "inf"}, "--weight-decay must be a number of at least 0, got inf"),
+        ({"batch_size": str(2**70)}, "--batch-size must be below 2**53"),
+        ({"max_test_samples": str(2**53)}, "--max-test-samples must be below 2**53"),
         ({"optimizer": "lion"}, "unknown optimizer 'lion'; choose from: sgd, adamw"),
         ({"schedule": "linear"}, "unknown schedule 'linear'"),
         ({"severities": "0,1"}, "severit"),
@@ -81,6 +85,9 @@ def test_bad_config_files(plugins, tmp_path):
         _resolve(plugins, None, 'epochs = "ten"', tmp_path)
     with pytest.raises(UserError, match="bad value for 'epochs': 2.5"):
         _resolve(plugins, None, "epochs = 2.5", tmp_path)
+    (tmp_path / "latin1.toml").write_bytes(b'model = "caf\xe9"')
+    with pytest.raises(UserError, match="cannot read config file .*latin1.toml: 'utf-8' codec can't decode"):
+        resolve({}, tmp_path / "latin1.toml", plugins.registry)
 
 
 def test_values_parse_from_strings_and_typed_toml():

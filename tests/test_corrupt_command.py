@@ -134,6 +134,16 @@ def test_rgba_is_corrupted_as_rgb_with_a_note(cli, plugins, tmp_path):
     assert torch.equal(written, corrupted(plugins, pixels[..., :3], "gaussian_noise", 1, 0))
 
 
+def test_16_bit_grey_is_corrupted_as_8_bit_grey(cli, plugins, tmp_path):
+    deep = np.random.default_rng(0).integers(0, 65536, (16, 16)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    args = ["--suite", SUITE, "--corruption", "gaussian_noise", "--severity", 1, "--out", tmp_path / "out"]
+    result = invoke(cli, tmp_path / "deep.png", *args)
+    assert result.exit_code == 0 and "image; corrupting it as 8-bit grey" in result.output, result.output
+    written = read_png(tmp_path / "out" / "deep_gaussian_noise_s1.png")
+    assert torch.equal(written, corrupted(plugins, (deep >> 8).astype(np.uint8), "gaussian_noise", 1, 0))
+
+
 BAD_INPUT = [
     (["{tmp}/rgb.png", "--suite", "nope"], "unknown suite 'nope'; choose from: "),
     (["{tmp}/rgb.png", "--suite", SUITE, "--corruption", "fog"], "choose from: gaussian_noise, impulse_noise"),
@@ -142,6 +152,8 @@ BAD_INPUT = [
     (["{tmp}/rgb.png", "--suite", "large-only"], "gaussian_noise needs images of at least 16 px, these are 15 px"),
     (["{tmp}/broken.png", "--suite", SUITE], "cannot read image {tmp}/broken.png"),
     (["{tmp}/missing.png", "--suite", SUITE], "image file {tmp}/missing.png does not exist"),
+    (["{tmp}/sub", "--suite", SUITE], "{tmp}/sub is a folder; give image files"),
+    (["{tmp}/float.tif", "--suite", SUITE], "{tmp}/float.tif is a 32-bit (F) image; save it as 8-bit grey or RGB"),
     (["{tmp}/rgb.png", "{tmp}/sub/rgb.png", "--suite", SUITE], "two images are named 'rgb'"),
     (["{tmp}/rgb.png", "--suite", SUITE, "--samples", "4"], "--samples and --data-dir need --dataset"),
     (["--suite", SUITE], "give image files to corrupt, or --dataset NAME"),
@@ -172,6 +184,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, message):
     write_image(tmp_path / "sub" / "rgb.png", (15, 40, 3))
     write_image(tmp_path / "square.png", (16, 16))
     (tmp_path / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((20, 20), np.float32)).save(tmp_path / "float.tif")
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     result = invoke(cli, *args, *([] if "--out" in args else ["--out", tmp_path / "out"]))
     assert result.exit_code == 2, result.output

@@ -9,6 +9,7 @@ import torch
 from conftest import run_config
 from test_algorithms import FAST, Auditor
 
+from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.plugins import Plugins
 from dstbench.report import PlainReporter
@@ -101,6 +102,14 @@ def test_weights_the_schedule_prunes_regrow_from_zero(tmp_path, monkeypatch):
     checker = PrunedThenRegrown(monkeypatch)
     _run(tmp_path, checker, sparsity=0.6)
     assert checker.regrown > 0  # gradient regrowth does pick weights the schedule just pruned
+
+
+def test_granet_reaches_its_target_at_its_last_update_or_refuses_to_start(tmp_path):
+    """prune_end at 0.75 of 16 steps is step 12; updates every 5 steps: the schedule ends at step 10, on target."""
+    entry, _ = _run(tmp_path / "a", sparsity=0.6, algo_options=("update_interval=5",))
+    assert entry.sparsity.achieved == pytest.approx(0.6, abs=0.003)
+    with pytest.raises(UserError, match="none falls between steps 0 and 12 of this run's 16 .* lower update_interval"):
+        _run(tmp_path / "b", sparsity=0.6, algo_options=("update_interval=13",))
 
 
 def test_nothing_changes_before_prune_start(tmp_path):

@@ -127,6 +127,19 @@ def test_failing_registration_skips_only_that_plugin(tmp_path):
     execute(run_config(plugins, tmp_path, epochs=1), plugins, PlainReporter(quiet=True))
 
 
+class Exits:
+    @hookimpl
+    def register_models(self, register):
+        raise SystemExit("bye")
+
+
+def test_a_plugin_that_exits_is_skipped_not_obeyed():
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"exits": Exits()})
+    (broken,) = plugins.broken()
+    assert broken.name == "exits" and broken.error == "registration failed: SystemExit: bye"
+    assert "digits-cnn" in plugins.registry.names("model")
+
+
 class WrongType:
     @hookimpl
     def register_algorithms(self, register):

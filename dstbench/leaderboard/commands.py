@@ -12,10 +12,23 @@ from dstbench.options import DstbenchGroup
 
 @click.group(cls=DstbenchGroup)
 def leaderboard() -> None:
-    """Leaderboard entries."""
+    """Leaderboard entries: check, submit, verify, render and export them.
+
+    \b
+    Examples:
+      dstbench leaderboard validate leaderboard/entries/*/*/*.json
+      dstbench leaderboard submit runs/cifar10-vgg16-rigl-s0.3-seed0 --name Wu2025DSTRobust
+      dstbench leaderboard render
+    """
 
 
-@leaderboard.command()
+@leaderboard.command(
+    epilog="""
+\b
+Example:
+  dstbench leaderboard validate runs/*/entry.json leaderboard/entries/*/*/*.json
+"""
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
     """Check entry JSON files against the schema; print each violation with its JSON path.

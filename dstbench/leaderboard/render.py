@@ -144,7 +144,14 @@ def write_board(leaderboard_dir: Path, out_dir: Path) -> tuple[Path, Path, int, 
     return readme, page, len(entries), refused
 
 
-@click.command()
+@click.command(
+    epilog="""
+\b
+Examples:
+  dstbench leaderboard render                        in place: leaderboard/README.md and site/index.html
+  dstbench leaderboard render --out /tmp/board       a preview, the checkout untouched
+"""
+)
 @LEADERBOARD_DIR
 @click.option(
     "--out",

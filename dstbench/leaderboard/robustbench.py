@@ -122,7 +122,13 @@ def _benchmark(plugins: Plugins, suite: str) -> tuple[str, ...]:
     return tuple(corruptions)
 
 
-@click.command()
+@click.command(
+    epilog="""
+\b
+Example:
+  dstbench leaderboard export leaderboard/entries/cifar10/*/*.json --out ~/robustbench
+"""
+)
 @click.argument("entries", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--out",

@@ -423,7 +423,14 @@ def submit(
     click.echo(_commit_hint(leaderboard_dir, target, entry))
 
 
-@click.command()
+@click.command(
+    epilog="""
+\b
+Example:
+  dstbench leaderboard verify leaderboard/entries/cifar10/cifar-c/Wu2025DSTRobust.json --checkpoint model.pt \\
+      --device cuda
+"""
+)
 @click.argument("entry_path", metavar="ENTRY", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--checkpoint",
@@ -459,6 +466,8 @@ def verify(
     """
     from dstbench.entry import load_entry
 
+    if not math.isfinite(tolerance):
+        raise UserError(f"--tolerance must be a number of points, got {tolerance}")
     entry = load_entry(entry_path)
     baseline = find_baseline(entry, baseline, leaderboard_dir / "entries")
     check = reproduce(ctx.find_root().obj, entry, model_path, None, given(options), baseline)

@@ -92,6 +92,10 @@ class SparseAlgorithm(Algorithm):
     @classmethod
     def check_config(cls, cfg: RunConfig) -> None:
         super().check_config(cfg)
+        if not cfg.sparsity:
+            raise UserError(
+                f"algorithm '{cls.name}' trains sparse weights: --sparsity must be in (0, 1); for 0 use --algo dense"
+            )
         distribution = cfg.distribution or cls.default_distribution
         if distribution not in DISTRIBUTIONS:
             raise unknown_choice("distribution", distribution, DISTRIBUTIONS)
@@ -108,6 +112,12 @@ class SparseAlgorithm(Algorithm):
             return nonzero_counts(shapes, layer_densities)
 
         self.targets = counts_at(self.sparsity)
+        empty = next((name for name, count in self.targets.items() if count == 0), None)
+        if empty is not None:
+            raise UserError(
+                f"at sparsity {self.sparsity:g} ({self.distribution}) layer {empty} would keep none of its "
+                f"{math.prod(shapes[empty]):,} weights; lower the sparsity"
+            )
         self.initial = counts_at(self.initial_sparsity())
         masked = {name: w for name, w in weights.items() if name not in dense}
         self.generator = torch.Generator(device=run.device).manual_seed(run.config.seed + SEED_OFFSET)
@@ -192,6 +202,12 @@ class DropAndGrow(SparseAlgorithm):
         super().setup(run, state)
         o = self.options
         self.schedule = DropSchedule(o.update_interval, round(o.t_end * run.total_steps), o.drop_fraction, o.decay)
+
+        if not any(map(self.schedule.is_update, range(1, run.total_steps + 1))):
+            run.reporter.warn(
+                f"{self.name} will not change its masks: its first update would be at step "
+                f"{o.update_interval} of {run.total_steps} (update_interval); it trains like static sparse"
+            )
 
     def updates_at(self, run: Run) -> bool:
         return self.schedule.is_update(run.step)

@@ -227,7 +227,11 @@ def load_cifar(cifar: Cifar, request: LoadRequest) -> DataSplits:
 def _hf_name(data_dir: Path | None) -> str | None:
     """'uoft-cs/cifar10' for `--data-dir hf:uoft-cs/cifar10`."""
     text = str(data_dir) if data_dir is not None else ""
-    return text[len("hf:") :] if text.startswith("hf:") else None
+    if not text.startswith("hf:"):
+        return None
+    if not text[len("hf:") :].strip():
+        raise UserError("--data-dir hf: needs a Hugging Face dataset name, e.g. hf:uoft-cs/cifar10")
+    return text[len("hf:") :]
 
 
 def _read_local_cifar(

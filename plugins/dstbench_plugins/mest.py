@@ -58,6 +58,11 @@ class MEST(SparseAlgorithm):
         self.interval = max(1, round(self.options.update_every_epochs * run.steps_per_epoch))
         self.total_steps = run.total_steps
         self.last_update = 0
+        if self.interval > run.total_steps:
+            run.reporter.warn(
+                f"{self.name} will not change its masks: its first mutation would be at step {self.interval} of "
+                f"{run.total_steps} (update_every_epochs); it trains like static sparse"
+            )
 
     def updates_at(self, run) -> bool:
         # The final prune-back changes what over_target says: plugins asking after it still see the update.

@@ -17,6 +17,7 @@ import dataclasses
 
 import torch
 
+from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.sparse.dst import GrowOptions, SparseAlgorithm
 from dstbench.sparse.masks import prune
@@ -57,10 +58,18 @@ class GraNet(SparseAlgorithm):
     def setup(self, run, state=None) -> None:
         super().setup(run, state)
         o = self.options
-        self.start, end = round(o.prune_start * run.total_steps), round(o.prune_end * run.total_steps)
+        self.start = round(o.prune_start * run.total_steps)
+        last = round(o.prune_end * run.total_steps)
+        end = last - last % o.update_interval  # the last update: the cubic schedule reaches the target there
         self.schedule = DropSchedule(o.update_interval, end, o.regrow_fraction, "cosine", self.start)
         self.final_total = sum(self.targets[name] for name in self.masks)
         self.initial_total = sum(self.initial[name] for name in self.masks)
+        if self.initial_total > self.final_total and end < max(self.start, 1):
+            raise UserError(
+                f"granet reaches its target sparsity at its mask updates, every {o.update_interval} steps, but none "
+                f"falls between steps {self.start} and {last} of this run's {run.total_steps} (prune_start, "
+                "prune_end): lower update_interval or train longer"
+            )
 
     def updates_at(self, run) -> bool:
         return self.schedule.is_update(run.step)
