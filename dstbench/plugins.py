@@ -1,14 +1,16 @@
 """Loads plugins, built-in and third-party alike, from the `dstbench` entry-point group.
 
-A plugin that fails to import or to register is recorded with its error and skipped; everything else keeps
-working. The environment variable DSTBENCH_PLUGINS restricts which third-party plugins load: a comma-separated
-list of entry-point or distribution names (empty: none). Built-ins, the entry points of the `dstbench`
-distribution itself, always load. Core code calls hooks through `Plugins`, never through `pm.hook` directly.
+A plugin that fails to import or to register, or whose hook raises during a run, is recorded with its error and
+skipped; everything else keeps working. The environment variable DSTBENCH_PLUGINS restricts which third-party
+plugins load: a comma-separated list of entry-point or distribution names (empty: none). Built-ins, the entry points
+of the `dstbench` distribution itself, always load. Core code calls hooks through `Plugins`, never through `pm.hook`
+directly.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -38,6 +40,7 @@ class PluginInfo:
     builtin: bool
     hooks: list[str] = field(default_factory=list)
     error: str | None = None  # why it was skipped
+    isolated: bool = True  # a failing run hook is reported and skipped (third-party plugins)
     registered: dict[str, list[str]] = field(default_factory=dict)  # kind -> names
 
 
@@ -60,10 +63,13 @@ class Plugins:
         self._clash: PluginError | None = None
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, extra: Mapping[str, object] | None = None) -> Plugins:
+    def load(
+        cls, env: Mapping[str, str] | None = None, extra: Mapping[str, object] | None = None, isolate: bool = False
+    ) -> Plugins:
         """Import every plugin of the entry-point group, then build the registries.
 
-        `extra` maps names to plugin objects registered as if they were third-party entry points (for tests).
+        `extra` maps names to plugin objects registered as if they were third-party entry points (for tests); their
+        run hooks' errors propagate (a test's checks) unless `isolate`.
         """
         plugins = cls()
         allowed = _allowed(os.environ if env is None else env)
@@ -74,7 +80,8 @@ class Plugins:
             seen.add((ep.name, ep.value))
             plugins._load_entry_point(ep, allowed)
         for name, obj in (extra or {}).items():
-            plugins._add(PluginInfo(name, getattr(obj, "__name__", repr(obj)), "(test)", "", False), lambda o=obj: o)
+            info = PluginInfo(name, getattr(obj, "__name__", repr(obj)), "(test)", "", False, isolated=isolate)
+            plugins._add(info, lambda o=obj: o)
         plugins._build_registry()
         return plugins
 
@@ -155,26 +162,43 @@ class Plugins:
     # --- typed hook calls --------------------------------------------------------------------------------------
 
     def run_start(self, run: Run) -> None:
-        self.pm.hook.on_run_start(run=run)
+        self._call("on_run_start", run=run)
 
     def step_end(self, run: Run) -> None:
-        self.pm.hook.on_step_end(run=run)
+        self._call("on_step_end", run=run)
 
     def epoch_end(self, run: Run, stats: EpochStats) -> None:
-        self.pm.hook.on_epoch_end(run=run, stats=stats)
+        self._call("on_epoch_end", run=run, stats=stats)
 
     def run_end(self, run: Run, result: TrainResult) -> None:
-        self.pm.hook.on_run_end(run=run, result=result)
+        self._call("on_run_end", run=run, result=result)
 
     def entry_fields(self, entry: Entry, run: Run | None) -> dict[str, dict[str, Any]]:
         """Each plugin's extra entry fields, keyed by plugin name."""
-        fields = {}
-        for impl in self.pm.hook.entry_fields.get_hookimpls():
-            kwargs = {"entry": entry, "run": run}
-            result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+        return self._call("entry_fields", entry=entry, run=run)
+
+    def _call(self, hook: str, **kwargs: Any) -> dict[str, Any]:
+        """Every implementation, in pluggy's order (tryfirst, ..., trylast), and their results by plugin name. A
+        third-party plugin that raises is reported, then skipped for the rest of the process; a built-in's or a
+        run's algorithm's error is dstbench's own and propagates."""
+        results = {}
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            info = self.infos.get(impl.plugin_name)
+            if info is not None and info.error:
+                continue
+            try:
+                result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                if info is None or info.builtin or not info.isolated:
+                    raise
+                info.error = f"{hook} failed: {_describe(exc)}"
+                message = f"plugin '{info.name}' failed in {hook} ({_describe(exc)}); it is skipped from now on"
+                run = kwargs["run"]
+                run.reporter.warn(message) if run is not None else print(f"warning: {message}", file=sys.stderr)
+                continue
             if result:
-                fields[impl.plugin_name] = result
-        return fields
+                results[impl.plugin_name] = result
+        return results
 
 
 _loaded: Plugins | None = None

@@ -127,6 +127,43 @@ def test_failing_registration_skips_only_that_plugin(tmp_path):
     execute(run_config(plugins, tmp_path, epochs=1), plugins, PlainReporter(quiet=True))
 
 
+class FailsMidRun:
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl
+    def on_step_end(self, run):
+        self.calls += 1
+        raise RuntimeError("plugin step hook broke")
+
+    @hookimpl
+    def entry_fields(self, entry, run):
+        raise AssertionError("a plugin skipped after failing must not be called again")
+
+
+def test_a_plugin_hook_that_raises_mid_run_is_reported_and_skipped(tmp_path):
+    class Warnings(PlainReporter):
+        def __init__(self):
+            super().__init__(quiet=True)
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    failing, reporter = FailsMidRun(), Warnings()
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"fails": failing}, isolate=True)
+    entry = execute(run_config(plugins, tmp_path, epochs=1), plugins, reporter)
+    assert entry.clean_acc > 0 and failing.calls == 1  # the run finished; the hook ran once
+    (broken,) = plugins.broken()
+    assert broken.error == "on_step_end failed: RuntimeError: plugin step hook broke"
+    assert reporter.warnings == [
+        "plugin 'fails' failed in on_step_end (RuntimeError: plugin step hook broke); it is skipped from now on"
+    ]
+    strict = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"fails": FailsMidRun()})  # a test's checks
+    with pytest.raises(RuntimeError, match="plugin step hook broke"):
+        execute(run_config(strict, tmp_path / "strict", epochs=1), strict, reporter)
+
+
 class Exits:
     @hookimpl
     def register_models(self, register):
