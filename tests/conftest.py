@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from dstbench.hookspecs import hookimpl  # noqa: E402
+from dstbench.report import PlainReporter  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -40,8 +41,6 @@ def accelerator_forms(monkeypatch):
 
 @pytest.fixture
 def quiet():
-    from dstbench.report import PlainReporter
-
     return PlainReporter(quiet=True)
 
 
@@ -66,12 +65,22 @@ def run_config(plugins, tmp_path, **flags):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, plugins):
     """A complete small run: its directory holds model.pt and entry.json."""
-    from dstbench.report import PlainReporter
     from dstbench.runner import execute
 
     cfg = run_config(plugins, tmp_path_factory.mktemp("finished"))
     execute(cfg, plugins, PlainReporter(quiet=True))
     return cfg
+
+
+class WarningsReporter(PlainReporter):
+    """A quiet reporter that keeps its warnings."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.warnings = []
+
+    def warn(self, message):
+        self.warnings.append(message)
 
 
 class StopAfter:

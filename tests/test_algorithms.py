@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import StopAfter, run_config
+from conftest import StopAfter, WarningsReporter, run_config
 from torch import nn
 
 from dstbench.errors import UserError
@@ -229,15 +229,7 @@ def test_bad_sparse_settings_are_one_line_errors_and_write_nothing(tmp_path, fla
 
 @pytest.mark.parametrize("algo, option", [("rigl", "update_interval=100"), ("mest", "update_every_epochs=5")])
 def test_a_run_too_short_for_any_mask_update_says_so(tmp_path, algo, option):
-    class Warnings(PlainReporter):
-        def __init__(self):
-            super().__init__(quiet=True)
-            self.warnings = []
-
-        def warn(self, message):
-            self.warnings.append(message)
-
-    reporter = Warnings()
+    reporter = WarningsReporter()
     plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
     cfg = run_config(plugins, tmp_path, algo=algo, sparsity=0.5, algo_options=(option,), **FAST)
     execute(cfg, plugins, reporter)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_config
+from conftest import WarningsReporter, run_config
 
 from dstbench import hookspecs
 from dstbench.algorithm import Algorithm
@@ -142,15 +142,7 @@ class FailsMidRun:
 
 
 def test_a_plugin_hook_that_raises_mid_run_is_reported_and_skipped(tmp_path):
-    class Warnings(PlainReporter):
-        def __init__(self):
-            super().__init__(quiet=True)
-            self.warnings = []
-
-        def warn(self, message):
-            self.warnings.append(message)
-
-    failing, reporter = FailsMidRun(), Warnings()
+    failing, reporter = FailsMidRun(), WarningsReporter()
     plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"fails": failing}, isolate=True)
     entry = execute(run_config(plugins, tmp_path, epochs=1), plugins, reporter)
     assert entry.clean_acc > 0 and failing.calls == 1  # the run finished; the hook ran once
