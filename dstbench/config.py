@@ -313,7 +313,7 @@ def resolve(
     suite.check_input(dataset.channels, dataset.image_size, corruptions)
     algorithm.check_config(cfg)
     if cfg.baseline:  # now, not after training
-        from dstbench.runner import read_baseline
+        from dstbench.entry import read_baseline
 
         read_baseline(cfg.baseline, corruptions, severities)
     return cfg

@@ -20,6 +20,7 @@ import torch
 from dstbench.corruption import SampleRNG, parse_severities
 from dstbench.data.sources import describe
 from dstbench.errors import UserError
+from dstbench.options import check_writable
 from dstbench.report import make_reporter
 
 if TYPE_CHECKING:
@@ -94,8 +95,7 @@ def corrupt(
     reporter = make_reporter()
     if not 0 <= seed < SEED_LIMIT:
         raise UserError(f"--seed must be in [0, 2**32), got {seed}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; name a folder")
+    check_writable(out, "--out")
     suite = plugins.registry.suite(suite_name)
     if suite.modality != "image":
         raise UserError(f"dstbench corrupt writes images; suite '{suite_name}' corrupts {suite.modality}")

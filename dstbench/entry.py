@@ -16,6 +16,7 @@ import math
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -307,6 +308,31 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     from dstbench.leaderboard import schema_versions
 
     return schema_versions.migrate(data)
+
+
+def entry_grid(entry: dict) -> dict[str, dict[int, float]]:
+    """An entry's corruption × severity accuracies with integer severities (JSON keys are strings)."""
+    return {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
+
+
+def read_baseline(
+    path: str, corruptions: Sequence[str] = (), severities: Sequence[int] = ()
+) -> dict[str, dict[int, float]]:
+    """A baseline entry's accuracies; a UserError when it is no valid entry or lacks one of these cells."""
+    from dstbench.errors import UserError
+
+    file = Path(path)
+    data, problems = checked_file(file)
+    if problems:
+        raise UserError(f"--baseline {file} is not a valid entry: {problems[0]}")
+    grid = entry_grid(data)
+    missing = next(((c, s) for c in corruptions for s in severities if s not in grid.get(c, {})), None)
+    if missing:
+        raise UserError(
+            f"--baseline {file} has no result for {missing[0]} at severity {missing[1]}; mCE needs the baseline's "
+            "errors on every corruption and severity evaluated"
+        )
+    return grid
 
 
 def load_entry(path: Path) -> dict[str, Any]:

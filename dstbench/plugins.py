@@ -193,8 +193,10 @@ class Plugins:
                     raise
                 info.error = f"{hook} failed: {_describe(exc)}"
                 message = f"plugin '{info.name}' failed in {hook} ({_describe(exc)}); it is skipped from now on"
-                run = kwargs["run"]
-                run.reporter.warn(message) if run is not None else print(f"warning: {message}", file=sys.stderr)
+                if kwargs["run"] is not None:
+                    kwargs["run"].reporter.warn(message)
+                else:
+                    print(f"warning: {message}", file=sys.stderr)
                 continue
             if result:
                 results[impl.plugin_name] = result

@@ -9,7 +9,6 @@ directory is created or touched. A run directory holds:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from dstbench.entry import (
     LayerInfo,
     SparsityInfo,
     TrainingInfo,
-    validate_file,
+    read_baseline,
     violations,
 )
 from dstbench.errors import UserError
@@ -294,31 +293,6 @@ def reevaluate(saved: dict, overrides: dict, plugins: Plugins) -> Reevaluated:
     suite = prepare_suite(cfg, plugins, data, reporter)
     evaluation = evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)
     return Reevaluated(cfg, model, device, evaluation, len(data.test), reporter)
-
-
-def read_baseline(
-    path: str, corruptions: Sequence[str] = (), severities: Sequence[int] = ()
-) -> dict[str, dict[int, float]]:
-    """A baseline entry's accuracies; a UserError when it is no valid entry or lacks one of these cells."""
-    import json
-
-    file = Path(path)
-    problems = validate_file(file)
-    if problems:
-        raise UserError(f"--baseline {file} is not a valid entry: {problems[0]}")
-    grid = entry_grid(json.loads(file.read_text()))
-    missing = next(((c, s) for c in corruptions for s in severities if s not in grid.get(c, {})), None)
-    if missing:
-        raise UserError(
-            f"--baseline {file} has no result for {missing[0]} at severity {missing[1]}; mCE needs the baseline's "
-            "errors on every corruption and severity evaluated"
-        )
-    return grid
-
-
-def entry_grid(entry: dict) -> dict[str, dict[int, float]]:
-    """An entry's corruption × severity accuracies with integer severities (JSON keys are strings)."""
-    return {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
 
 
 def make_entry(

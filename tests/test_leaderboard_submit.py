@@ -11,9 +11,8 @@ from click.testing import CliRunner
 from entries import make_entry
 
 from dstbench.cli import build_cli
-from dstbench.entry import validate_file, violations
+from dstbench.entry import entry_grid, validate_file, violations
 from dstbench.leaderboard.submission import sampling_tolerance
-from dstbench.runner import entry_grid
 
 
 @pytest.fixture(scope="module")

@@ -442,12 +442,12 @@ def build_board(entries: Iterable[LoadedEntry]) -> Board:
     tables: dict[tuple[str, str, Grid], list[Row]] = {}
     for number, loaded in enumerate(ordered):
         reference = _reference(loaded.data, dense.get(_setting(loaded.data), []))
-        key = (loaded.data["dataset"], loaded.data["suite"], grid(loaded.data))
-        tables.setdefault(key, []).append(_row(f"entry-{number}", loaded, reference))
+        table = (loaded.data["dataset"], loaded.data["suite"], grid(loaded.data))
+        tables.setdefault(table, []).append(_row(f"entry-{number}", loaded, reference))
     return Board(
         tables=[
-            Table(f"table-{number}", dataset, suite, describe_grid(key), sorted(rows, key=_by_mpc), _notes(rows))
-            for number, ((dataset, suite, key), rows) in enumerate(tables.items())
+            Table(f"table-{number}", dataset, suite, describe_grid(cells), sorted(rows, key=_by_mpc), _notes(rows))
+            for number, ((dataset, suite, cells), rows) in enumerate(tables.items())
         ],
         algorithms=sorted({loaded.data["algorithm"]["name"] for loaded in ordered}),
     )

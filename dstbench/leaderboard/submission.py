@@ -157,8 +157,8 @@ def _entry_folder(entries_dir: Path, entry: dict[str, Any]) -> Path:
 
 def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
     """The entry's mCE against the one its cells and its baseline's give; None when it claims no mCE."""
+    from dstbench.entry import entry_grid, read_baseline
     from dstbench.evaluate import EvalResult
-    from dstbench.runner import entry_grid, read_baseline
 
     claimed = entry["corruptions_mce"]
     if claimed is None:

@@ -203,7 +203,7 @@ class DropAndGrow(SparseAlgorithm):
         o = self.options
         self.schedule = DropSchedule(o.update_interval, round(o.t_end * run.total_steps), o.drop_fraction, o.decay)
 
-        if not any(map(self.schedule.is_update, range(1, run.total_steps + 1))):
+        if self.schedule.interval > self.schedule.end:  # not one update step
             run.reporter.warn(
                 f"{self.name} will not change its masks: its first update would be at step "
                 f"{o.update_interval} of {run.total_steps} (update_interval); it trains like static sparse"
