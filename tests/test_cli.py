@@ -221,3 +221,27 @@ def test_every_command_shows_examples_in_its_help(cli):
     for name in names:
         result = CliRunner().invoke(cli, [*name, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, name
+
+
+def test_an_interrupt_before_anything_was_saved_does_not_offer_a_resume(tmp_path):
+    from dstbench.hookspecs import hookimpl
+    from dstbench.plugins import Plugins
+
+    class InterruptAtStart:
+        @hookimpl
+        def on_run_start(self, run):
+            raise KeyboardInterrupt
+
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"stop": InterruptAtStart()})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_cli(plugins), ["run", "--device", "cpu", "--quiet", "--out", str(out)])
+    assert result.exit_code == 130 and result.output.strip().endswith("Error: interrupted; nothing was saved yet")
+
+
+def test_an_output_folder_without_write_permission_is_named(tmp_path, monkeypatch):
+    from dstbench.errors import UserError
+    from dstbench.options import check_writable
+
+    monkeypatch.setattr("dstbench.options.os.access", lambda path, mode: False)  # root may write anywhere
+    with pytest.raises(UserError, match=f"--out {tmp_path / 'new' / 'run'}: no permission to write in {tmp_path}$"):
+        check_writable(tmp_path / "new" / "run", "--out")
