@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,17 +62,32 @@ def sha256(path: Path) -> str:
 
 def _load(path: Path, expected_format: str) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} is corrupt or not a dstbench checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path} is not a dstbench checkpoint: {_load_failure(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != expected_format:
         raise UserError(f"{path} is not a {expected_format} file")
     if state.get("version") != VERSION:
         raise UserError(f"{path} has format version {state.get('version')}; this dstbench reads version {VERSION}")
     return state
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load failed, in a few words: its own messages run to paragraphs of advice that do not apply here
+    (loading with weights_only=False would run the file's code)."""
+    text = str(exc)
+    if "zip archive" in text or "central directory" in text:
+        return "the file is truncated or damaged (an interrupted copy?)"
+    if isinstance(exc, pickle.UnpicklingError):
+        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if foreign:
+            return f"it holds a {foreign.group(1)} object, which dstbench does not load (unpickling it could run code)"
+        return "torch.save did not write it"
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def _rng_state(run: Run) -> dict[str, Any]:

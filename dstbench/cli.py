@@ -113,9 +113,10 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
     entry = runner.make_entry(
         again.cfg, plugins, again.model, algorithm, result, again.evaluation, model_path, again.device, None
     )
+    again.reporter.result(tables.results(entry.to_dict()))
     if entry_path:
         runner.write_entry(entry_path, entry)
-    again.reporter.result(tables.results(entry.to_dict()))
+        again.reporter.result(f"entry: {entry_path}")
 
 
 @click.command(

@@ -42,7 +42,9 @@ class RunConfig:
     model: str | None = _opt(None, "Model name; default: the dataset's recipe.", metavar="NAME")
     algo: str = _opt("dense", "Sparsity algorithm (see `dstbench list`).", metavar="NAME")
     sparsity: float | None = _opt(None, "Fraction of sparsifiable weights that are zero, in [0, 1).", metavar="S")
-    distribution: str | None = _opt(None, "Layer-wise sparsity distribution; default: the algorithm's.", metavar="D")
+    distribution: str | None = _opt(
+        None, "Layer-wise sparsity distribution; default: the algorithm's (dense runs have none).", metavar="D"
+    )
     algo_options: dict = _opt({}, "Algorithm option, repeatable: --algo-opt drop_fraction=0.3.", metavar="KEY=VALUE")
     trainer: str | None = _opt(None, "Training recipe; default: the dataset modality's trainer.", metavar="NAME")
     data_dir: str | None = _opt(None, "Where the dataset is; 'hf:<name>' for a Hugging Face dataset.", RUNTIME, "DIR")
@@ -65,7 +67,7 @@ class RunConfig:
     lr: float = _opt(0.1, "Peak learning rate; default: the dataset's recipe.", metavar="LR")
     optimizer: str = _opt("sgd", f"One of {', '.join(OPTIMIZERS)}.", metavar="NAME")
     momentum: float = _opt(0.9, "SGD momentum.", metavar="M")
-    nesterov: bool = _opt(False, "Nesterov momentum.")
+    nesterov: bool = _opt(False, "SGD: Nesterov momentum.")
     weight_decay: float = _opt(5e-4, "Weight decay.", metavar="WD")
     schedule: str = _opt("cosine", f"Learning-rate schedule: {', '.join(SCHEDULES)}.", metavar="NAME")
     milestones: tuple[float, ...] = _opt(
@@ -88,7 +90,7 @@ class RunConfig:
         None, "Released corrupted test sets, for suites that read files (e.g. CIFAR-10-C).", EVAL, "DIR"
     )
     eval_batch_size: int = _opt(500, "Evaluation batch size.", RUNTIME, "N")
-    baseline: str | None = _opt(None, "A baseline entry.json; adds mCE relative to it.", EVAL, "FILE")
+    baseline: str | None = _opt(None, "A baseline entry.json; adds mCE and relative mCE against it.", EVAL, "FILE")
     out: str | None = _opt(None, "Run directory; default: runs/<run id>.", RUNTIME, "DIR")
     resume: bool = _opt(False, "Continue the run in --out from its last checkpoint, with its settings.", RUNTIME)
     quiet: bool = _opt(False, "No progress output, only warnings and results.", RUNTIME)
@@ -176,7 +178,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "channels_last": parse_bool,
     "resume": parse_bool,
     "quiet": parse_bool,
-    "milestones": lambda v: tuple(parse_number(float)(x) for x in _split(v)),
+    "milestones": lambda v: tuple(sorted(parse_number(float)(x) for x in _split(v))),
     "corruptions": lambda v: tuple(_string(x) for x in _split(v)),
     "severities": _severities,
     **{
@@ -278,6 +280,35 @@ def validate(cfg: RunConfig) -> None:
     )
 
 
+def unused_settings(cfg: RunConfig, modality: str) -> dict[str, str]:
+    """The settings this run does not use, each with the reason."""
+    unused = {}
+    if modality != "video":
+        video = ("frames", "frame_stride", "clip_cache_gib", "skip_bad", "split")
+        unused |= dict.fromkeys(video, f"applies to video datasets; '{cfg.dataset}' is {modality}")
+    if cfg.optimizer != "sgd":
+        unused |= dict.fromkeys(("momentum", "nesterov"), f"applies to --optimizer sgd, not {cfg.optimizer}")
+    elif cfg.momentum == 0:
+        unused["nesterov"] = "needs --momentum above 0"
+    if cfg.schedule != "multistep":
+        unused |= dict.fromkeys(("milestones", "gamma"), f"applies to --schedule multistep, not {cfg.schedule}")
+    return unused
+
+
+def _check_used(cfg: RunConfig, modality: str) -> None:
+    """A setting changed from its default where the run does not use it is refused: an entry never records a
+    setting its run ignored, and two runs that differ only there are not two experiments."""
+    for name, reason in unused_settings(cfg, modality).items():
+        value = getattr(cfg, name)
+        if value != FIELDS[name].default:
+            shown = (
+                ""
+                if isinstance(value, bool)
+                else " " + (",".join(map(str, value)) if isinstance(value, tuple) else str(value))
+            )
+            raise UserError(f"--{name.replace('_', '-')}{shown}: {reason}")
+
+
 def resolve(
     flags: Mapping[str, Any], config_file: str | Path | None, registry, saved: Mapping[str, Any] | None = None
 ) -> RunConfig:
@@ -294,8 +325,11 @@ def resolve(
     algorithm = registry.algorithm(given.get("algo", RunConfig.algo))
     recipe = parse_values({**trainer.defaults, **dataset.recipe}, f"recipe of {dataset.name}")
     merged = {"trainer": trainer.name, "sparsity": algorithm.default_sparsity, **recipe, **given}
+    if not algorithm.sparse:  # so that a sweep's --distribution or config file serves its dense runs too
+        merged["distribution"] = None
     cfg = RunConfig(**merged)
     validate(cfg)
+    _check_used(cfg, dataset.modality)
     resolve_device(cfg.device)
     _check(cfg.model is not None, f"dataset '{dataset.name}' has no default model; pass --model")
     model, _ = registry.model(cfg.model)

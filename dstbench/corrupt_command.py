@@ -246,9 +246,8 @@ def _write_pngs(outputs: dict[str, torch.Tensor], out: Path) -> None:
     """Each uint8 (C, H, W) image as a PNG in `out`, written under a temporary name and then renamed into place."""
     from PIL import Image
 
-    out.mkdir(parents=True, exist_ok=True)
+    from dstbench.checkpoint import atomic_write
+
     for name, image in outputs.items():
-        pixels = image.permute(1, 2, 0).squeeze(2).contiguous().numpy()
-        temporary = out / f".{name}.tmp"
-        Image.fromarray(pixels).save(temporary, format="PNG")
-        os.replace(temporary, out / name)
+        picture = Image.fromarray(image.permute(1, 2, 0).squeeze(2).contiguous().numpy())
+        atomic_write(out / name, lambda tmp, picture=picture: picture.save(tmp, format="PNG"), mode=0o644)

@@ -68,6 +68,8 @@ class SuiteRequest:
     corruptions: tuple[str, ...] = ()  # the selected cells (as `select` returns them); empty: all of the suite's
     severities: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()  # the dataset's class names in label order (e.g. wnids), when it names them
+    video_fps: float | None = None  # video: the videos' frame rate (`DataSplits.video_fps`), None if unknown
+    frame_stride: int = 1  # video: a clip takes every n-th frame of its video
 
 
 def cpu_forms(device: torch.device) -> bool:

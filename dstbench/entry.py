@@ -2,8 +2,8 @@
 
 Field names follow RobustBench where the two overlap (`dataset`, `clean_acc`, `corruptions_acc`,
 `corruptions_mce`, `additional_data`, `number_forward_passes`); accuracies are numbers in percent. Unlike
-RobustBench, an entry carries the whole corruption × severity matrix, the seed, the sparsity it reached and what
-the training cost.
+RobustBench, an entry carries the whole corruption × severity matrix, the relative mCE, the seed, the sparsity it
+reached and what the training cost.
 
 The schema is versioned (`dstbench.leaderboard.schema_versions` lists the versions): a file is validated against
 the schema of its own `schema_version`, and `load_entry` migrates it to the current one.
@@ -29,7 +29,7 @@ import torch
 import dstbench
 from dstbench.config import MAX_INTEGER
 
-SCHEMA_VERSION = 2  # dstbench.leaderboard.schema_versions.CURRENT
+SCHEMA_VERSION = 3  # dstbench.leaderboard.schema_versions.CURRENT
 MAX_ENTRY_BYTES = 64 << 20  # a larger file is refused unread
 MAX_DEPTH = 64  # containers within containers; an entry dstbench writes is 5 deep
 MESSAGE_LIMIT = 300  # characters of one violation; the validator quotes the offending value
@@ -67,7 +67,7 @@ class EvaluationInfo:
     severities: list[int]
     corruption_seed: int
     test_samples: int
-    baseline: str | None = None  # the entry mCE is relative to
+    baseline: str | None = None  # the entry mCE and relative mCE are relative to
 
 
 @dataclass
@@ -124,6 +124,7 @@ class Entry:
     corruptions_acc: float  # mPC: mean over the corruption × severity grid
     rpc: float  # corruptions_acc / clean_acc
     corruptions_mce: float | None
+    corruptions_relative_mce: float | None  # None also where undefined (`EvalResult.relative_mce`)
     corruptions: dict[str, dict[str, float]]  # corruption -> severity -> accuracy
     evaluation: EvaluationInfo
     training: TrainingInfo
@@ -244,8 +245,9 @@ def _inconsistencies(data: dict[str, Any]) -> list[str]:
     ev = data["evaluation"]
     if ev["suite"] != data["suite"]:
         found.append(f"$.evaluation.suite: {ev['suite']!r} is not the entry's suite {data['suite']!r}")
-    if data["corruptions_mce"] is not None and not ev["baseline"]:
-        found.append("$.corruptions_mce: an mCE needs the baseline it is relative to in $.evaluation.baseline")
+    for key, metric in (("corruptions_mce", "an mCE"), ("corruptions_relative_mce", "a relative mCE")):
+        if data.get(key) is not None and not ev["baseline"]:  # no relative mCE before schema version 3
+            found.append(f"$.{key}: {metric} needs the baseline it is relative to in $.evaluation.baseline")
     try:
         datetime.fromisoformat(data["created"])
     except ValueError:
@@ -315,10 +317,8 @@ def entry_grid(entry: dict) -> dict[str, dict[int, float]]:
     return {c: {int(s): acc for s, acc in row.items()} for c, row in entry["corruptions"].items()}
 
 
-def read_baseline(
-    path: str, corruptions: Sequence[str] = (), severities: Sequence[int] = ()
-) -> dict[str, dict[int, float]]:
-    """A baseline entry's accuracies; a UserError when it is no valid entry or lacks one of these cells."""
+def read_baseline(path: str, corruptions: Sequence[str] = (), severities: Sequence[int] = ()) -> dict[str, Any]:
+    """A baseline entry; a UserError when it is no valid entry or lacks one of these cells."""
     from dstbench.errors import UserError
 
     file = Path(path)
@@ -332,13 +332,15 @@ def read_baseline(
             f"--baseline {file} has no result for {missing[0]} at severity {missing[1]}; mCE needs the baseline's "
             "errors on every corruption and severity evaluated"
         )
-    return grid
+    return data
 
 
 def load_entry(path: Path) -> dict[str, Any]:
     """A valid entry file's contents, migrated to SCHEMA_VERSION; a UserError naming the first problem otherwise."""
     from dstbench.errors import UserError
 
+    if not path.is_file():
+        raise UserError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give an entry's .json file")
     data, problems = _read(path)
     problems = problems or violations(data)
     if not problems:

@@ -7,15 +7,17 @@ that streams from disk is decoded once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import fmean
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from dstbench.corruption import SampleRNG
 from dstbench.distributed import Distributed
+from dstbench.entry import entry_grid
 from dstbench.errors import UserError
 from dstbench.train import model_input
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from dstbench.corruption import CorruptionSuite
     from dstbench.data import ImageData
     from dstbench.report import Reporter
+
+MIN_DROP = 1e-9  # accuracy points: a smaller summed drop of the baseline is float rounding of none
 
 
 @dataclass(frozen=True)
@@ -41,25 +45,57 @@ class EvalResult:
     def rpc(self) -> float:
         return self.mpc / self.clean_acc if self.clean_acc else 0.0
 
+    @classmethod
+    def of_entry(cls, entry: dict[str, Any]) -> EvalResult:
+        """The accuracies an entry records."""
+        return cls(entry["clean_acc"], entry_grid(entry), entry["evaluation"]["test_samples"])
+
     def mce(self, baseline: dict[str, dict[int, float]]) -> float:
         """Mean corruption error relative to a baseline's accuracies (Hendrycks & Dietterich), in percent:
         the mean over corruptions of Σ_s error / Σ_s baseline error, over this result's cells (a baseline may have
         more)."""
         ratios = []
         for corruption, row in self.corruption_acc.items():
-            base = baseline.get(corruption, {})
-            missing = sorted(set(row) - set(base))
-            if missing:
-                at = "any severity" if not base else f"severities {', '.join(map(str, missing))}"
-                raise UserError(
-                    f"the baseline has no results for {corruption} at {at}; mCE needs its errors on every "
-                    "corruption and severity evaluated"
-                )
+            base = _baseline_row(baseline, corruption, row, "mCE")
             base_error = sum(100 - base[s] for s in row)
             if base_error <= 0:
                 raise UserError(f"the baseline makes no errors on {corruption}; mCE is undefined")
             ratios.append(sum(100 - acc for acc in row.values()) / base_error)
         return 100 * fmean(ratios)
+
+    def relative_ces(self, baseline: EvalResult) -> dict[str, float | None]:
+        """Relative corruption error of each corruption (Hendrycks & Dietterich): Σ_s (error − clean error) /
+        Σ_s (baseline error − baseline clean error), how much accuracy drops under it against how much the
+        baseline's drops, over this result's cells. None where the baseline's accuracy does not drop (Σ_s ≤ 0, up to
+        float rounding): the ratio is undefined there."""
+        ces: dict[str, float | None] = {}
+        for corruption, row in self.corruption_acc.items():
+            base = _baseline_row(baseline.corruption_acc, corruption, row, "relative mCE")
+            base_drop = sum(baseline.clean_acc - base[s] for s in row)
+            drop = sum(self.clean_acc - acc for acc in row.values())
+            ces[corruption] = drop / base_drop if base_drop > MIN_DROP else None
+        return ces
+
+    def relative_mce(self, baseline: EvalResult) -> float | None:
+        """Relative mCE, in percent: the mean of `relative_ces`. Negative when accuracy rises under corruption;
+        None when one of them is undefined, since a mean over fewer corruptions would not compare with others."""
+        ces = list(self.relative_ces(baseline).values())
+        return None if None in ces else 100 * fmean(ces)
+
+
+def _baseline_row(
+    baseline: dict[str, dict[int, float]], corruption: str, severities: Iterable[int], metric: str
+) -> dict[int, float]:
+    """The baseline's accuracies on `corruption`; a UserError when it lacks one of these severities."""
+    base = baseline.get(corruption, {})
+    missing = sorted(set(severities) - set(base))
+    if missing:
+        at = "any severity" if not base else f"severities {', '.join(map(str, missing))}"
+        raise UserError(
+            f"the baseline has no results for {corruption} at {at}; {metric} needs its errors on every "
+            "corruption and severity evaluated"
+        )
+    return base
 
 
 @torch.no_grad()

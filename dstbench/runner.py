@@ -5,13 +5,15 @@ directory is created or touched. A run directory holds:
   checkpoint.pt  training state after the last finished epoch (removed once training is done)
   model.pt       the trained model, its masks, config and training record
   entry.json     the leaderboard entry, written last
+  .lock          what `RunLock` locks while a process trains or evaluates there
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -38,6 +40,11 @@ from dstbench.evaluate import EvalResult, evaluate
 from dstbench.models import Classifier, ModelRequest
 from dstbench.report import PlainReporter
 from dstbench.train import Run, TrainResult, resolve_precision
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not locked
+    fcntl = None
 
 if TYPE_CHECKING:
     from dstbench.corruption import CorruptionSuite
@@ -141,18 +148,68 @@ def use_channels_last(cfg: RunConfig, device: torch.device) -> bool:
     return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
 
 
+class RunLock:
+    """An exclusive lock on a run folder, so that two processes never train or evaluate in one: a second
+    `dstbench run --out DIR` (or --resume) is refused while the first holds it. The lock is the operating system's
+    (flock), so a process that dies leaves none behind."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (creating the folder) unless held; a UserError when another process holds it."""
+        if self.file is not None or fcntl is None:  # fcntl: POSIX only
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        file = (self.folder / self.NAME).open("a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            file.close()
+            raise UserError(
+                f"{self.folder} is in use by another dstbench process (pid {holder}); wait for it to finish, or "
+                "choose another --out"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self.file = file
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing drops the flock
+            self.file = None
+
+
 def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | None:
     """Train (or resume), evaluate and write the entry. Under torch.distributed every process trains, and rank 0
-    evaluates and returns the entry; the others return None."""
+    evaluates and returns the entry; the others return None. The run folder is locked (`RunLock`) from when it
+    exists (at once on a resume, else when training starts) to the end."""
+    lock = RunLock(run_dir_of(cfg).path)
+    try:
+        return _execute(cfg, plugins, reporter, lock)
+    finally:
+        lock.release()
+
+
+def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock) -> Entry | None:
     registry = plugins.registry
     run_dir = run_dir_of(cfg)
+    dist = Distributed.from_env()
+    if dist.is_main and run_dir.path.is_dir():
+        lock.acquire()  # before looking at what the folder holds
     if cfg.resume and not run_dir.has_run():
         raise UserError(f"nothing to resume in {run_dir.path}: it holds no checkpoint.pt, model.pt or entry.json")
     if not cfg.resume and run_dir.has_run():
         raise UserError(f"{run_dir.path} already holds a run; pass --resume to continue it, or choose another --out")
     if cfg.resume and run_dir.entry.exists():
         raise UserError(f"the run in {run_dir.path} is complete; its results are in {run_dir.entry}")
-    dist = Distributed.from_env()
     if dist.enabled and cfg.batch_size % dist.world_size:
         raise UserError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} processes")
     device = dist.device(resolve_device(cfg.device))
@@ -199,6 +256,8 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
             reporter.info(f"resuming {run_dir.path} after epoch {run.epoch}/{cfg.epochs}")
         algorithm.setup(run, state["algorithm"] if state else None)
         run_dir.path.mkdir(parents=True, exist_ok=True)
+        if dist.is_main:
+            lock.acquire()
         plugins.register(algorithm, name=f"algorithm:{cfg.algo}")
         try:
             result = trainer.fit(run)
@@ -231,8 +290,19 @@ def prepare_suite(cfg: RunConfig, plugins: Plugins, data: DataSplits, reporter: 
         corruptions=corruptions,
         severities=severities,
         classes=data.classes,
+        video_fps=data.video_fps,
+        frame_stride=data.frame_stride,
     )
     return suite.prepare(request)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The grid of a run's model, and its metrics relative to --baseline (None without one)."""
+
+    result: EvalResult
+    mce: float | None = None
+    relative_mce: float | None = None
 
 
 def evaluate_model(
@@ -244,8 +314,9 @@ def evaluate_model(
     channels_last: bool,
     reporter: Reporter,
     dist: Distributed | None = None,
-) -> tuple[EvalResult, float | None]:
-    """The prepared suite's grid on the test split, and mCE against --baseline when one is given."""
+) -> Evaluation:
+    """The prepared suite's grid on the test split, and mCE and relative mCE against --baseline when one is given;
+    a warning names the corruptions that leave the relative mCE undefined."""
     corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
     result = evaluate(
         model,
@@ -261,8 +332,15 @@ def evaluate_model(
         reporter=reporter,
         dist=dist,
     )
-    mce = result.mce(read_baseline(cfg.baseline)) if cfg.baseline else None
-    return result, mce
+    if not cfg.baseline:
+        return Evaluation(result)
+    baseline = EvalResult.of_entry(read_baseline(cfg.baseline))
+    mce = result.mce(baseline.corruption_acc)
+    relative = result.relative_mce(baseline)
+    if relative is None:
+        unhurt = [corruption for corruption, ce in result.relative_ces(baseline).items() if ce is None]
+        reporter.warn(f"no relative mCE: the baseline's accuracy does not drop under {', '.join(unhurt)}")
+    return Evaluation(result, mce, relative)
 
 
 @dataclass
@@ -272,7 +350,7 @@ class Reevaluated:
     cfg: RunConfig
     model: torch.nn.Module
     device: torch.device
-    evaluation: tuple[EvalResult, float | None]
+    evaluation: Evaluation
     test_samples: int
     reporter: Reporter
 
@@ -301,13 +379,13 @@ def make_entry(
     model: torch.nn.Module,
     algorithm,
     result: TrainResult,
-    evaluation: tuple[EvalResult, float | None],
+    evaluation: Evaluation,
     model_path: Path,
     device: torch.device,
     run: Run | None,
 ) -> Entry:
     registry = plugins.registry
-    grid, mce = evaluation
+    grid = evaluation.result
     algo_reg = registry.entries["algorithm"][cfg.algo]
     layers = sparse.measure(model)
     suite = registry.suite(cfg.suite)
@@ -328,7 +406,8 @@ def make_entry(
         clean_acc=grid.clean_acc,
         corruptions_acc=grid.mpc,
         rpc=grid.rpc,
-        corruptions_mce=mce,
+        corruptions_mce=evaluation.mce,
+        corruptions_relative_mce=evaluation.relative_mce,
         corruptions={c: {str(s): acc for s, acc in row.items()} for c, row in grid.corruption_acc.items()},
         evaluation=EvaluationInfo(
             cfg.suite, list(corruptions), list(severities), cfg.corruption_seed, grid.num_samples, cfg.baseline

@@ -10,7 +10,6 @@ with dense training paired by seed, so a reader sees whether a gain is larger th
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import queue
@@ -153,10 +152,10 @@ def _check_finished(cfg: RunConfig, entry_path: Path) -> None:
 
 
 def _read_entry(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+    """A run's entry, migrated to the current schema (a sweep resumed with a newer dstbench reads older ones)."""
+    from dstbench.entry import load_entry
+
+    return load_entry(path)
 
 
 # --- running -----------------------------------------------------------------------------------------------------
@@ -327,6 +326,7 @@ class RunMetrics:
     corruptions_acc: float  # mPC
     rpc: float
     corruptions_mce: float | None
+    corruptions_relative_mce: float | None
     wall_time_s: float
 
     @classmethod
@@ -344,6 +344,7 @@ class RunMetrics:
             corruptions_acc=entry["corruptions_acc"],
             rpc=entry["rpc"],
             corruptions_mce=entry["corruptions_mce"],
+            corruptions_relative_mce=entry["corruptions_relative_mce"],
             wall_time_s=entry["training"]["wall_time_s"],
         )
 

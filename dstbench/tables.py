@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -35,12 +36,17 @@ def results(entry: dict[str, Any]) -> Group:
         accs = [row[str(s)] for s in severities]
         cells = [f"[{_acc_style(a, clean)}]{a:.2f}[/]" for a in accs]
         table.add_row(name, *cells, f"{sum(accs) / len(accs):.2f}")
-    mce = entry["corruptions_mce"]
     summary = (
         f"clean [bold]{clean:.2f}%[/]   mPC [bold]{entry['corruptions_acc']:.2f}%[/]   rPC {entry['rpc']:.3f}   "
-        f"mCE {'—' if mce is None else f'{mce:.1f}%'}   sparsity {entry['sparsity']['achieved']:.1%} achieved"
+        f"mCE {_optional_percent(entry['corruptions_mce'])}   "
+        f"relative mCE {_optional_percent(entry['corruptions_relative_mce'])}   "
+        f"sparsity {entry['sparsity']['achieved']:.1%} achieved"
     )
     return Group(table, Text.from_markup(summary))
+
+
+def _optional_percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"
 
 
 def _extra_columns(kind: str, obj: Any) -> dict[str, str]:
@@ -58,9 +64,16 @@ def _extra_columns(kind: str, obj: Any) -> dict[str, str]:
         }
     if kind == "trainer":
         return {"modality": obj.modality, "default": "yes" if obj.default else ""}
-    if kind == "algorithm":
-        return {"sparse": "yes" if obj.sparse else "no"}
+    if kind == "algorithm":  # the options --algo-opt sets, with their defaults
+        options = ", ".join(f"{f.name}={_option_default(f)}" for f in dataclasses.fields(obj.Options))
+        return {"sparse": "yes" if obj.sparse else "no", "options (--algo-opt)": options or "—"}
     return {}
+
+
+def _option_default(option: dataclasses.Field) -> Any:
+    if option.default is not dataclasses.MISSING:
+        return option.default
+    return option.default_factory() if option.default_factory is not dataclasses.MISSING else "(required)"
 
 
 def registry_rows(plugins: Plugins, kind: str) -> list[dict[str, str]]:

@@ -53,6 +53,7 @@ def make_entry(
         corruptions_acc=mpc,
         rpc=mpc / clean,
         corruptions_mce=None,
+        corruptions_relative_mce=None,
         corruptions=grid,
         evaluation=EvaluationInfo(suite, list(corruptions), list(severities), 0, 10000),
         training=TrainingInfo(

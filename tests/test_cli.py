@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from statistics import fmean
 
 import click
 import pytest
@@ -52,6 +53,7 @@ def test_run_end_to_end(tmp_path):
 
     evaluated = dstbench("eval", entry_path.parent, "--severities", "1", "--entry", tmp_path / "sev1.json", "--quiet")
     assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.strip().endswith(f"entry: {tmp_path / 'sev1.json'}")
     sev1 = json.loads((tmp_path / "sev1.json").read_text())
     original = json.loads(entry_path.read_text())
     assert sev1["evaluation"]["severities"] == [1] and sev1["clean_acc"] == original["clean_acc"]
@@ -66,7 +68,8 @@ def test_run_end_to_end(tmp_path):
         (["run", "--dataset", "cifar10", "--data-dir", "{tmp}/nothing"], "cifar10"),
         (["run", "--config", "{tmp}/missing.toml"], "config file"),
         (["eval", "{tmp}/missing-run"], "does not exist"),
-        (["eval", "{tmp}/junk.pt"], "corrupt or not a dstbench checkpoint"),
+        (["eval", "{tmp}/junk.pt"], "junk.pt is not a dstbench checkpoint: the file is truncated or damaged"),
+        (["leaderboard", "export", "{tmp}/no*.json", "--out", "{tmp}/x"], "no*.json does not exist; give an entry's"),
         (["run", "--dataset", "cifar10", "--data-dir", "hf:"], "--data-dir hf: needs a Hugging Face dataset name"),
         (["leaderboard", "verify", "{tmp}/junk.pt", "--checkpoint", "{tmp}/junk.pt", "--tolerance", "nan"], "nan"),
         (["run", "--device", "cuda"] if not torch.cuda.is_available() else ["run", "--device", "cuda:99"], "--device"),
@@ -103,6 +106,39 @@ def test_unwritable_outputs_and_a_bad_baseline_are_refused_before_any_work(tmp_p
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert not out.exists()
+
+
+def test_eval_with_a_baseline_writes_and_shows_mce_and_relative_mce(tmp_path, finished_run):
+    run = Path(finished_run.out)
+    entry = json.loads((run / "entry.json").read_text())
+
+    def baseline(name, accuracy):
+        grid = {c: dict.fromkeys(row, accuracy(c)) for c, row in entry["corruptions"].items()}
+        mpc = fmean(acc for row in grid.values() for acc in row.values())
+        path = tmp_path / f"{name}.json"
+        path.write_text(
+            json.dumps({**entry, "corruptions": grid, "corruptions_acc": mpc, "rpc": mpc / entry["clean_acc"]})
+        )
+        return path
+
+    def evaluate(baseline_path):
+        out = tmp_path / f"{baseline_path.stem}-entry.json"
+        result = dstbench("eval", run, "--baseline", baseline_path, "--entry", out, "--quiet")
+        assert result.returncode == 0, result.stderr
+        return result, json.loads(out.read_text())
+
+    # Wrong on every corrupted image: the baseline's error is 100 and its drop its clean accuracy in every cell
+    result, written = evaluate(baseline("wrong", lambda c: 0.0))
+    mpc = written["corruptions_acc"]
+    relative = 100 * (written["clean_acc"] - mpc) / entry["clean_acc"]
+    assert written["corruptions_mce"] == pytest.approx(100 - mpc)
+    assert written["corruptions_relative_mce"] == pytest.approx(relative)
+    assert f"relative mCE {relative:.1f}%" in result.stdout and "warning" not in result.stderr
+
+    result, written = evaluate(baseline("unhurt", lambda c: entry["clean_acc"] if c == "gaussian_noise" else 0.0))
+    assert "warning: no relative mCE: the baseline's accuracy does not drop under gaussian_noise" in result.stderr
+    assert written["corruptions_relative_mce"] is None and written["corruptions_mce"] is not None
+    assert "relative mCE —" in result.stdout
 
 
 @pytest.fixture(scope="module")

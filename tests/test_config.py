@@ -57,6 +57,16 @@ def test_toml_run_table_and_algo_options_table(plugins, tmp_path):
         ({"warmup_epochs": "30"}, "--warmup-epochs must be in [0, epochs)"),
         ({"clip_cache_gib": "-1"}, "--clip-cache-gib must be at least 0, got -1.0"),
         ({"clip_cache_gib": "lots"}, "bad value for 'clip_cache_gib'"),
+        ({"optimizer": "adamw", "nesterov": "true"}, "--nesterov: applies to --optimizer sgd, not adamw"),
+        ({"optimizer": "adamw", "momentum": "0.5"}, "--momentum 0.5: applies to --optimizer sgd, not adamw"),
+        ({"momentum": "0", "nesterov": "true"}, "--nesterov: needs --momentum above 0"),
+        ({"milestones": "0.3,0.6"}, "--milestones 0.3,0.6: applies to --schedule multistep, not cosine"),
+        ({"gamma": "0.2"}, "--gamma 0.2: applies to --schedule multistep, not cosine"),
+        ({"frames": "8"}, "--frames 8: applies to video datasets; 'digits' is image"),
+        ({"frame_stride": "2"}, "--frame-stride 2: applies to video datasets"),
+        ({"split": "2"}, "--split 2: applies to video datasets"),
+        ({"skip_bad": "true"}, "--skip-bad: applies to video datasets"),
+        ({"clip_cache_gib": "1"}, "--clip-cache-gib 1.0: applies to video datasets"),
     ],
 )
 def test_bad_values_are_one_line_errors(plugins, flags, message):
@@ -88,6 +98,23 @@ def test_bad_config_files(plugins, tmp_path):
     (tmp_path / "latin1.toml").write_bytes(b'model = "caf\xe9"')
     with pytest.raises(UserError, match="cannot read config file .*latin1.toml: 'utf-8' codec can't decode"):
         resolve({}, tmp_path / "latin1.toml", plugins.registry)
+
+
+def test_settings_a_run_does_not_use_are_accepted_at_their_defaults(plugins, tmp_path):
+    """What `dstbench sweep` passes its worker processes: every setting, the unused ones at their defaults."""
+    cfg = _resolve(plugins, {"optimizer": "adamw", "momentum": "0.9", "nesterov": "false", "split": "1"})
+    assert cfg.optimizer == "adamw" and cfg.milestones == RunConfig.milestones
+    cfg = _resolve(plugins, {"schedule": "multistep", "milestones": "0.75,0.25", "gamma": "0.2"})
+    assert cfg.milestones == (0.25, 0.75) and cfg.gamma == 0.2  # sorted: the same schedule is the same setting
+    cfg = _resolve(plugins, {"dataset": "moving-digits", "frames": "8", "split": "2", "skip_bad": "true"})
+    assert (cfg.frames, cfg.split, cfg.skip_bad) == (8, 2, True)
+
+
+def test_a_dense_run_drops_the_sparsity_distribution(plugins, tmp_path):
+    """So that a sweep's --distribution (or its config file's) serves its dense runs too."""
+    assert _resolve(plugins, {"distribution": "erk"}).distribution is None
+    assert _resolve(plugins, None, 'distribution = "erk"', tmp_path).distribution is None
+    assert _resolve(plugins, {"algo": "rigl", "distribution": "erk"}).distribution == "erk"
 
 
 def test_values_parse_from_strings_and_typed_toml():

@@ -158,4 +158,9 @@ def test_contradictory_entries_are_violations():
         "$.corruptions_mce: an mCE needs the baseline it is relative to in $.evaluation.baseline"
     ]
     assert violations({**unchecked_mce, "evaluation": {**entry["evaluation"], "baseline": "Dense2026"}}) == []
+    unchecked_relative = {**entry, "corruptions_relative_mce": -5.0}
+    assert violations(unchecked_relative) == [
+        "$.corruptions_relative_mce: a relative mCE needs the baseline it is relative to in $.evaluation.baseline"
+    ]
+    assert violations({**unchecked_relative, "evaluation": {**entry["evaluation"], "baseline": "Dense2026"}}) == []
     assert violations({**entry, "created": "yesterday"}) == ["$.created: 'yesterday' is not an ISO 8601 date and time"]

@@ -35,6 +35,38 @@ def test_mce_needs_the_baselines_errors_on_every_cell():
         result.mce({"a": {1: 100.0, 2: 100.0}})
 
 
+def test_relative_mce_by_hand():
+    result = EvalResult(80.0, {"a": {1: 70.0, 2: 50.0}, "b": {1: 60.0, 2: 40.0}}, 100)
+    baseline = EvalResult(90.0, {"a": {1: 40.0, 2: 20.0}, "b": {1: 60.0, 2: 40.0}}, 100)
+    # a: (10 + 30) / (50 + 70) = 1/3; b: (20 + 40) / (30 + 50) = 3/4
+    assert result.relative_ces(baseline) == {"a": pytest.approx(1 / 3), "b": pytest.approx(3 / 4)}
+    assert result.relative_mce(baseline) == pytest.approx(100 * (1 / 3 + 3 / 4) / 2)
+    assert result.relative_mce(result) == pytest.approx(100.0)
+    sharper = EvalResult(80.0, {"a": {1: 85.0, 2: 81.0}, "b": {1: 60.0, 2: 40.0}}, 100)  # a: accuracy rises by 6
+    assert sharper.relative_mce(baseline) == pytest.approx(100 * (-6 / 120 + 3 / 4) / 2)
+
+
+def test_relative_mce_is_undefined_where_the_baseline_is_not_hurt():
+    result = EvalResult(80.0, {"a": {1: 70.0, 2: 50.0}, "b": {1: 60.0, 2: 40.0}}, 100)
+    for unhurt in ({1: 95.0, 2: 85.0}, {1: 92.0, 2: 90.0}):  # Σ_s of the baseline's drops: 0, then -2
+        baseline = EvalResult(90.0, {"a": {1: 40.0, 2: 20.0}, "b": unhurt}, 100)
+        assert result.relative_ces(baseline) == {"a": pytest.approx(1 / 3), "b": None}
+        assert result.relative_mce(baseline) is None
+    # Drops of ±1 sample that cancel to float rounding (2e-16), not to 0: still undefined, never a ratio of 1e17
+    rounding = EvalResult(100 * 5 / 450, {"a": {1: 100 * 6 / 450, 2: 100 * 4 / 450}, "b": {1: 0.0, 2: 0.0}}, 450)
+    assert result.relative_ces(rounding)["a"] is None and result.relative_mce(rounding) is None
+
+
+def test_relative_mce_needs_the_baselines_accuracy_on_every_cell():
+    result = EvalResult(80.0, {"a": {1: 70.0, 2: 50.0}}, 100)
+    with pytest.raises(UserError, match="no results for a at severities 2; relative mCE needs"):
+        result.relative_mce(EvalResult(90.0, {"a": {1: 40.0}}, 100))
+    with pytest.raises(UserError, match="no results for a at any severity;"):
+        result.relative_mce(EvalResult(90.0, {"b": {1: 40.0, 2: 30.0}}, 100))
+    wider = EvalResult(90.0, {"a": {1: 40.0, 2: 20.0, 3: 10.0}, "b": {1: 50.0}}, 100)  # the extra cells are left out
+    assert result.relative_mce(wider) == pytest.approx(100 * (10 + 30) / (50 + 70))
+
+
 class Shift(CorruptionSuite):
     """Severity s adds s to every pixel value, plus per-sample noise from the stream."""
 
@@ -113,14 +145,25 @@ def test_worker_errors_keep_their_one_line_message():
     assert str(info.value) == "cannot decode /data/img0.jpg"
 
 
-def test_baseline_entry_adds_mce(plugins, tmp_path, finished_run):
-    from conftest import run_config
+def test_baseline_entry_adds_mce_and_relative_mce(plugins, tmp_path, finished_run):
+    from conftest import WarningsReporter, run_config
 
     from dstbench.runner import execute
 
     baseline = f"{finished_run.out}/entry.json"
-    entry = execute(run_config(plugins, tmp_path, baseline=baseline), plugins, PlainReporter(quiet=True))
+    reporter = WarningsReporter()
+    entry = execute(run_config(plugins, tmp_path, baseline=baseline), plugins, reporter)
     assert entry.corruptions_mce == pytest.approx(100.0)  # the same training as the baseline
+    # A model this small can score as well under mild noise as without: its relative mCE is then undefined
+    grid = entry.corruptions
+    unhurt = [c for c, row in grid.items() if sum(entry.clean_acc - acc for acc in row.values()) <= 0]
+    if unhurt:
+        assert entry.corruptions_relative_mce is None
+        assert reporter.warnings == [
+            f"no relative mCE: the baseline's accuracy does not drop under {', '.join(unhurt)}"
+        ]
+    else:
+        assert entry.corruptions_relative_mce == pytest.approx(100.0) and reporter.warnings == []
     assert entry.evaluation.baseline == baseline
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"schema_version": 1}))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dstbench.entry import violations
 from dstbench.leaderboard import leaderboard
-from dstbench.leaderboard.board import LoadedEntry, build_board, http_url, load_entries
+from dstbench.leaderboard.board import COLUMNS, LoadedEntry, build_board, http_url, load_entries
 from dstbench.leaderboard.render import render_html, render_markdown
 
 PWNED = "window.pwned=1"  # what the hostile entry's text would run, were it ever executed
@@ -205,7 +205,7 @@ def test_any_valid_text_stays_text(run_id, model, authors, footnote):
     readme, html = render_markdown(board), render_html(board)
 
     (row,) = markdown_rows(readme, "cifar10 · cifar-c")
-    assert len(row) == 13 and "<" not in readme.split("## How to submit")[0]
+    assert len(row) == len(COLUMNS) and "<" not in readme.split("## How to submit")[0]
     assert page_data(html)["tables"][0]["rows"][0]["cells"]["model"]["text"] == model
     assert html.count("<script") == 2 and html.count("</script") == 2
 
@@ -279,19 +279,47 @@ def test_only_entries_of_the_same_grid_share_a_table_and_a_delta(tmp_path):
     assert markdown_row(readme, "RiglMild")["Δ mPC"] == markdown_row(readme, "RiglFew")["Δ mPC"] == "—"
 
 
+def test_mce_and_relative_mce_columns_name_the_baseline(tmp_path):
+    rigl = {**make_entry(algo="rigl", sparsity=0.3), "name": "Rigl", "corruptions_mce": 92.04}
+    rigl["corruptions_relative_mce"] = -3.26  # it loses less accuracy under corruption than the dense run: negative
+    rigl["evaluation"]["baseline"] = "Dense"
+    old = {**make_entry(algo="set", sparsity=0.3), "name": "Set", "corruptions_mce": 101.5, "schema_version": 2}
+    del old["corruptions_relative_mce"]  # version 2 had none: read as null
+    old["evaluation"]["baseline"] = "Dense"
+    entries = {"Dense.json": {**make_entry(), "name": "Dense"}, "Rigl.json": rigl, "Set.json": old}
+    board = write_entries(tmp_path / "board", {f"cifar10/cifar-c/{name}": e for name, e in entries.items()})
+    assert render(board).exit_code == 0
+    readme, html = rendered(board)
+    shown = {name: markdown_row(readme, name) for name in ("Dense", "Rigl", "Set")}
+    assert [(row["mCE"], row["Relative mCE"]) for row in shown.values()] == [
+        ("—", "—"),
+        ("92.0", "-3.3"),
+        ("101.5", "—"),
+    ]
+    data = page_data(html)
+    assert [column["key"] for column in data["columns"]][9:11] == ["mce", "relative_mce"]
+    cells = {row["cells"]["name"]["text"]: row["cells"] for row in data["tables"][0]["rows"]}
+    assert cells["Rigl"]["relative_mce"] == {"text": "-3.3", "value": -3.26, "title": "Dense", "href": None}
+    assert cells["Set"]["relative_mce"]["value"] is None and cells["Set"]["mce"]["title"] == "Dense"
+
+
 def test_a_second_entry_of_the_same_experiment_is_left_out(tmp_path):
     rigl = {**make_entry(algo="rigl", sparsity=0.3), "name": "Rigl"}
     moved = {**rigl, "name": "Copy", "config": {**rigl["config"], "out": "/elsewhere", "workers": 8}}
     longer = {**rigl, "name": "Longer", "config": {**rigl["config"], "epochs": 400}}
-    files = {"rigl.json": rigl, "copy.json": moved, "longer.json": longer}
+    # Written before a setting existed: the entry lacks it, and it had its default (`clip_cache_gib`: None).
+    older = {**rigl, "name": "Older", "config": {k: v for k, v in rigl["config"].items() if k != "clip_cache_gib"}}
+    files = {"rigl.json": rigl, "copy.json": moved, "longer.json": longer, "older.json": older}
     board = write_entries(tmp_path / "board", {f"cifar10/cifar-c/{name}": entry for name, entry in files.items()})
     result = render(board)
     assert result.exit_code == 2
     folder = board / "entries" / "cifar10" / "cifar-c"
     assert f"{folder / 'rigl.json'}: the same experiment as entries/cifar10/cifar-c/copy.json (" in result.stderr
-    assert result.stderr.splitlines()[-1] == "Error: 1 entry file(s) left out of the board (listed above)"
+    assert f"{folder / 'older.json'}: the same experiment as entries/cifar10/cifar-c/copy.json (" in result.stderr
+    assert result.stderr.splitlines()[-1] == "Error: 2 entry file(s) left out of the board (listed above)"
     readme, _ = rendered(board)
     assert "Copy" in readme and "Longer" in readme and "| Rigl |" not in readme  # path order: copy.json came first
+    assert "Older" not in readme
 
 
 def test_empty_board_renders_a_friendly_page_and_a_missing_folder_is_an_error(tmp_path):

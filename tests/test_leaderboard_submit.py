@@ -105,7 +105,7 @@ def test_a_tampered_checkpoint_is_refused(cli, run_dir, board):
     with (run_dir / "model.pt").open("ab") as f:
         f.write(b"\0")
     line = refusal(submit(cli, run_dir, board))
-    assert "checkpoint sha256" in line and claimed[:16] in line
+    assert "checkpoint sha256" in line and claimed[:16] in line and "(tolerance exact)" in line
     assert not list(board.rglob("*.json"))
 
 
@@ -137,7 +137,7 @@ def test_claimed_clean_accuracy_is_re_evaluated(cli, run_dir, board):
     assert "±1.00" in line and "differs" in result.stdout  # the whole test set: only the 1-point floor
 
 
-def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir, board, tmp_path):
+def test_claimed_mce_and_relative_mce_are_recomputed_from_the_cells_and_the_baseline(cli, run_dir, board, tmp_path):
     from dstbench.evaluate import EvalResult
 
     claimed = json.loads((run_dir / "entry.json").read_text())
@@ -151,10 +151,12 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     baseline_path = tmp_path / "dense.json"
     baseline_path.write_text(json.dumps(baseline))
     true_mce = EvalResult(0.0, entry_grid(claimed), 0).mce(entry_grid(baseline))
+    true_relative = EvalResult.of_entry(claimed).relative_mce(EvalResult.of_entry(baseline))
 
-    def with_mce(value, recorded):
+    def with_mce(value, recorded, relative=None):
         def change(entry):
             entry["corruptions_mce"] = value
+            entry["corruptions_relative_mce"] = relative
             entry["evaluation"]["baseline"] = recorded
 
         return change
@@ -180,8 +182,22 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     edit_entry(run_dir, with_mce(true_mce + 3, str(on_board)))
     line = refusal(submit(cli, run_dir, board))
     assert f"mCE from the entry's cells and its baseline's: entry {true_mce + 3:.2f}, measured {true_mce:.2f}" in line
+    edit_entry(run_dir, with_mce(true_mce, str(on_board), true_relative + 3))
+    line = refusal(submit(cli, run_dir, board))
+    claim = f"entry {true_relative + 3:.2f}, measured {true_relative:.2f}"
+    assert f"relative mCE from the entry's cells and its baseline's: {claim}" in line and line.count("mCE from") == 1
 
-    edit_entry(run_dir, with_mce(true_mce, str(tmp_path / "moved.json")))
+    # A baseline that scores as well under corruption as without leaves the relative mCE undefined
+    unhurt_path = on_board.with_name("Flat2026.json")
+    flat = {c: dict.fromkeys(row, baseline["clean_acc"]) for c, row in baseline["corruptions"].items()}
+    unhurt = {**baseline, "seed": 8, "corruptions": flat, "corruptions_acc": baseline["clean_acc"], "rpc": 1.0}
+    unhurt_path.write_text(json.dumps(unhurt))
+    edit_entry(run_dir, with_mce(None, str(unhurt_path), 50.0))
+    line = refusal(submit(cli, run_dir, board))
+    assert "relative mCE from the entry's cells and its baseline's: entry 50.00, measured undefined" in line
+    unhurt_path.unlink()
+
+    edit_entry(run_dir, with_mce(true_mce, str(tmp_path / "moved.json"), true_relative))
     assert "baseline " + str(tmp_path / "moved.json") + " not found; pass --baseline FILE" in refusal(
         submit(cli, run_dir, board)
     )
@@ -189,6 +205,7 @@ def test_claimed_mce_is_recomputed_from_the_cells_and_the_baseline(cli, run_dir,
     assert result.exit_code == 0, result.output
     written = json.loads((on_board.parent / "Rigl2026.json").read_text())
     assert written["corruptions_mce"] == true_mce and written["evaluation"]["baseline"] == "Dense2026"
+    assert written["corruptions_relative_mce"] == true_relative
 
     # Readers find the baseline by its name beside the entry, not the decoy of that name of another dataset
     model = run_dir / "model.pt"
@@ -247,6 +264,7 @@ def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
     extra, _ = plugins.registry.suite("cifar-c").select(("extra",), None)
     fits = {**make_entry(corruptions=(*benchmark, *extra), clean=94.0, drop=3.0), "name": "Wu2025Test"}
     fits["corruptions_mce"], fits["evaluation"]["baseline"] = 95.0, "Dense2026"  # relative to a dense run
+    fits["corruptions_relative_mce"] = 80.0  # RobustBench has no such field: not exported
     fits.update(link="https://arxiv.org/abs/2410.03030", authors="B. Wu", venue="ICLR 2025")
     digits = make_entry(dataset="digits", model="digits-cnn", suite="cifar-c-noise")
     files = []

@@ -11,7 +11,7 @@ from torch import nn
 
 from dstbench.cli import build_cli
 from dstbench.hookspecs import hookimpl
-from dstbench.models import ModelSpec
+from dstbench.models import Classifier, ModelRequest, ModelSpec
 from dstbench.plugins import Plugins
 
 RESNET18_WEIGHTS = 11_164_352  # conv and linear weights of cifar-resnet18 with 10 classes
@@ -113,6 +113,11 @@ def test_erk_on_a_tiny_model_by_hand(cli):
         (["--model", "digits-cnn", "--erk-power-scale", "nan"], "--erk-power-scale must be a positive number, got nan"),
         (["--model", "digits-cnn", "--erk-power-scale", "inf"], "--erk-power-scale must be a positive number, got inf"),
         (["--model", "digits-cnn", "--erk-power-scale", "0"], "--erk-power-scale must be a positive number, got 0.0"),
+        (["--model", "clip-cnn"], "model 'clip-cnn' takes video input but dataset 'cifar10' is image"),
+        (["--model", "digits-cnn", "--dataset", "moving-digits"], "takes image input but dataset 'moving-digits'"),
+        (["--model", "digits-cnn", "--frames", "8"], "--frames applies to video datasets; 'cifar10' is image"),
+        (["--model", "clip-cnn", "--dataset", "moving-digits", "--frames", "0"], "--frames must be at least 1"),
+        (["--model", "cifar-vgg16", "--image-size", "1"], "cannot take an input of shape 3×1×1: "),
     ],
 )
 def test_bad_input_is_a_one_line_error(cli, args, message):
@@ -125,6 +130,50 @@ def test_bad_input_is_a_one_line_error(cli, args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+def test_a_video_model_counts_one_clip_of_the_datasets_length(cli):
+    report = masks(
+        cli, "--model", "clip-cnn", "--dataset", "moving-digits", "--sparsity", "0.5", "--distribution", "erk"
+    )
+    assert report["input_shape"] == [3, 16, 32, 32] and report["flops"].endswith("per clip")
+    shorter = masks(
+        cli,
+        "--model",
+        "clip-cnn",
+        "--dataset",
+        "moving-digits",
+        "--frames",
+        "8",
+        "--sparsity",
+        "0.5",
+        "--distribution",
+        "erk",
+    )
+    assert shorter["input_shape"] == [3, 8, 32, 32]
+    assert shorter["totals"]["inference_flops"]["dense"] < report["totals"]["inference_flops"]["dense"]
+
+
+def test_shapes_only_so_any_input_size_fits_in_memory(cli):
+    """The model is built on the meta device: MACs of a real CPU model, and a 100,000-px input costs nothing."""
+    import torch
+
+    from dstbench.sparse.command import model_and_input_shape
+    from dstbench.sparse.flops import layer_macs
+
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+    net, shape = model_and_input_shape(plugins, "cifar-resnet18", "cifar10", None)
+    assert next(net.parameters()).is_meta
+    spec, _ = plugins.registry.model("cifar-resnet18")
+    real = Classifier(spec.build(ModelRequest(10, 3, 32)), (0.5,) * 3, (0.5,) * 3)
+    assert layer_macs(net, shape) == layer_macs(real, (3, 32, 32))
+    huge = masks(
+        cli, "--model", "cifar-resnet18", "--image-size", "100000", "--sparsity", "0.5", "--distribution", "erk"
+    )
+    dense = masks(cli, "--model", "cifar-resnet18", "--sparsity", "0.5", "--distribution", "erk")
+    conv_share = 100000**2 / 32**2  # every conv output grows with the area; the classifier does not
+    assert huge["totals"]["inference_flops"]["dense"] > 0.99 * conv_share * dense["totals"]["inference_flops"]["dense"]
+    assert torch.zeros(0).device.type == "cpu"  # the meta device did not leak out of the builder
 
 
 def test_help_shows_examples(cli):

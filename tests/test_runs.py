@@ -1,7 +1,9 @@
 """Whole runs in process: determinism, resume after an interruption, checkpoints, divergence."""
 
 import json
+import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import StopAfter, run_config
@@ -12,7 +14,7 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.plugins import Plugins
 from dstbench.report import PlainReporter
-from dstbench.runner import RunDir, execute
+from dstbench.runner import RunDir, RunLock, execute
 from dstbench.train import TrainingDiverged
 
 QUIET = PlainReporter(quiet=True)
@@ -73,6 +75,21 @@ def test_resume_after_training_only_evaluates(plugins, tmp_path):
     assert _metrics(again)[0] == _metrics(first)[0]
 
 
+def test_a_run_folder_in_use_is_refused(plugins, tmp_path):
+    """Another process training or evaluating in the folder holds its lock (here: this process, through a second
+    open file, which flock treats alike)."""
+    cfg = run_config(plugins, tmp_path)
+    first = execute(cfg, plugins, QUIET)
+    RunDir(tmp_path / "run").entry.unlink()  # left to evaluate again
+    other = RunLock(tmp_path / "run")
+    other.acquire()
+    resume = run_config(plugins, tmp_path, resume="true")
+    with pytest.raises(UserError, match=rf"run is in use by another dstbench process \(pid {os.getpid()}\); wait"):
+        execute(resume, plugins, QUIET)
+    other.release()
+    assert _metrics(execute(resume, plugins, QUIET))[0] == _metrics(first)[0]
+
+
 def test_run_directory_rules(plugins, tmp_path, finished_run):
     with pytest.raises(UserError, match="already holds a run; pass --resume"):
         execute(finished_run, plugins, QUIET)
@@ -92,10 +109,13 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(plugins, tmp_path):
         execute(run_config(plugins, tmp_path, epochs=4, resume="true"), plugins, QUIET)
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="corrupt or not a dstbench checkpoint"):
+    with pytest.raises(UserError, match="not a dstbench checkpoint: the file is truncated or damaged"):
+        execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
+    torch.save({"model": np.zeros(3)}, ckpt)
+    with pytest.raises(UserError, match=r"holds a numpy\S+ object, which dstbench does not load \(unpickling"):
         execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
     ckpt.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="corrupt or not a dstbench checkpoint"):
+    with pytest.raises(UserError, match="not a dstbench checkpoint: torch.save did not write it$"):
         execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
 
 

@@ -111,13 +111,13 @@ def test_bad_values_fail_in_one_line_before_anything_runs(cli, tmp_path, args, m
 def test_plan_reads_a_config_file_and_gives_each_algorithm_only_its_options(fake_plugins, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text('epochs = 3\nseed = 9\nseverities = "5"\n[algo_options]\nboost = 2.0\n')
+    recipe.write_text('epochs = 3\nseed = 9\nseverities = "5"\ndistribution = "erk"\n[algo_options]\nboost = 2.0\n')
     grid = Grid.parse("dense,fake-sparse", "0.5", "1")
     sweep_dir, configs = plan(grid, {"device": "cpu"}, str(recipe), fake_plugins.registry, None)
     assert sweep_dir.as_posix() == "sweeps/digits-digits-cnn"
-    assert [(c.algo, c.sparsity, c.seed, c.algo_options) for c in configs] == [
-        ("dense", 0.0, 0, {}),
-        ("fake-sparse", 0.5, 0, {"boost": 2.0}),
+    assert [(c.algo, c.sparsity, c.seed, c.algo_options, c.distribution) for c in configs] == [
+        ("dense", 0.0, 0, {}, None),
+        ("fake-sparse", 0.5, 0, {"boost": 2.0}, "erk"),
     ]
     assert all(c.epochs == 3 and c.severities == (5,) and not c.resume for c in configs)
     assert configs[1].out == f"sweeps/digits-digits-cnn/runs/{configs[1].run_id}"
@@ -156,6 +156,7 @@ def entry(algo, sparsity, seed, clean, mpc):
         "corruptions_acc": mpc,
         "rpc": mpc / clean,
         "corruptions_mce": None,
+        "corruptions_relative_mce": None,
         "training": {"wall_time_s": 1.0},
     }
 
@@ -224,6 +225,11 @@ def test_sweep_writes_summary_skips_finished_runs_and_reruns_a_missing_one(cli, 
     ]
     assert summary["rows"][1]["corruptions_acc_vs_baseline"]["seeds"] == [0, 1]
     assert len(summary["runs"]) == 4 and summary["missing"] == []
+    assert [run["corruptions_relative_mce"] for run in summary["runs"]] == [None] * 4  # no --baseline
+    older = out / "runs" / "digits-digits-cnn-dense-seed0" / "entry.json"  # as a dstbench of schema 2 wrote it
+    old = json.loads(older.read_text())
+    del old["corruptions_relative_mce"]
+    older.write_text(json.dumps({**old, "schema_version": 2}))
     finished = _mtimes(out)
 
     again = sweep(cli, out, *args)

@@ -1,12 +1,14 @@
 """The video-c suite on tiny clips of a real photo moving across the frame: every corruption and severity, the
 direction each one moves a clip in, seeding, the codec cache, and clips that no longer decode."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 from skimage import data
 
-from dstbench.corruption import SampleRNG
+from dstbench.corruption import SampleRNG, SuiteRequest
 from dstbench.errors import UserError
 from dstbench.imageops import rgb_to_hsv
 from dstbench_plugins.video_c import VideoSuite, codec
@@ -82,7 +84,7 @@ def test_compression_error_grows_as_quality_drops(suite, clips):
 def test_stream_damage_grows_with_severity():
     clips = moving_clips(16, grain=20.0)  # about 16 kB of stream per clip
     suite = VideoSuite(cache_dir=None)
-    suite.cache.get = lambda clip, corruption, severity, key, compute: compute()  # no disk for this one
+    suite.cache.get = lambda clip, corruption, severity, key, compute, variant: compute()  # no disk for this one
     clean = torch.from_numpy(
         np.stack(
             [
@@ -124,6 +126,63 @@ def test_motion_blur_smooths_time(suite, clips):
 
     changes = [change(corrupt(suite, clips, "motion_blur", s)) for s in SEVERITIES]
     assert changes == sorted(changes, reverse=True) and changes[0] < change(clips) / 2
+
+
+def _blur_by_hand(clip: np.ndarray, c: int, stride: int) -> np.ndarray:
+    """Yi et al.'s mean of the 2c video frames u - c ... u + c - 1 around each clip frame's (u = t · stride), each
+    video frame interpolated linearly between the clip's frames around it, indices clamped to the clip."""
+    frames = clip.shape[1]
+    out = np.empty_like(clip)
+    for t in range(frames):
+        total = np.zeros(clip[:, 0].shape)
+        for d in range(-c, c):
+            low, part = divmod(d, stride)
+            at = [min(max(t + low + k, 0), frames - 1) for k in (0, 1)]
+            total += (stride - part) / stride * clip[:, at[0]] + part / stride * clip[:, at[1]]
+        out[:, t] = np.floor(total / (2 * c) + 1e-9)
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 8])
+def test_motion_blur_averages_the_videos_frames(clips, stride):
+    """At stride 1 the reference's mean of 2c clip frames; at stride s each missing video frame interpolated, so
+    the blur spans the same time of video at any stride (and does not vanish when s > 2c)."""
+    suite = VideoSuite(frame_stride=stride)
+    for severity in (1, 5):
+        ours = corrupt(suite, clips, "motion_blur", severity).numpy()
+        for clip, blurred in zip(clips.numpy(), ours, strict=True):
+            assert np.array_equal(blurred, _blur_by_hand(clip, (3, 5, 7, 9, 11)[severity - 1], stride))
+    assert not torch.equal(corrupt(suite, clips, "motion_blur", 1), clips)
+
+
+def test_frame_rate_retimes_the_clip_at_its_own_rate(tmp_path):
+    """A clip of 25-fps video at stride 2 runs at 12.5 fps: 20 fps keeps all its frames, 6 fps about half of them;
+    taken as 30 fps (no timing known) 20 fps drops a third. The rate is part of the cache key."""
+    clip = moving_clips(1, frames=16)
+    plain = VideoSuite(tmp_path)
+    request = SuiteRequest("x", torch.zeros(1), torch.zeros(1), None, False, None, video_fps=25, frame_stride=2)
+    timed = plain.prepare(request)
+    assert timed.clip_fps == 12.5 and timed.frame_stride == 2 and plain.clip_fps == 30
+
+    def distinct(out: torch.Tensor) -> int:  # how many source frames show (each output frame's nearest one)
+        errors = (out[0, :, :, None].double() - clip[0, :, None].double()).abs().mean(dim=(0, 3, 4))
+        return len(set(errors.argmin(dim=1).tolist()))
+
+    assert distinct(corrupt(timed, clip, "frame_rate", 1)) == 16
+    assert distinct(corrupt(plain, clip, "frame_rate", 1)) < 13
+    assert 7 <= distinct(corrupt(timed, clip, "frame_rate", 5)) <= 9
+    assert len(list((tmp_path / "frame_rate").iterdir())) == 3
+
+
+def test_a_run_hands_its_videos_timing_to_the_suite(plugins, quiet):
+    from dstbench.config import RunConfig
+    from dstbench.data import DataSplits, TensorImages
+    from dstbench.runner import prepare_suite
+
+    clips = TensorImages(moving_clips(2), torch.tensor([0, 1]))
+    data = DataSplits(clips, clips, ("a", "b"), video_fps=30000 / 1001, frame_stride=3)
+    suite = prepare_suite(RunConfig(dataset="moving-digits", suite="video-c"), plugins, data, quiet)
+    assert suite.frame_stride == 3 and suite.clip_fps == Fraction(10000, 1001)
 
 
 def test_fog_is_one_layer_per_clip(suite):

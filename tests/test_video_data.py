@@ -139,10 +139,21 @@ def test_short_video_shrinks_the_stride_to_span_it(tmp_path):
 # --- Bad files -----------------------------------------------------------------------------------------------------
 
 
+def damage_packet(path: Path, index: int) -> None:
+    """Overwrite the payload of the video's `index`-th packet in place: the file still opens and its first frames
+    decode, but FFmpeg's decoder rejects that packet."""
+    with av.open(str(path)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    position, size = packets[index]
+    data = bytearray(path.read_bytes())
+    data[position : position + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+
+
 def make_bad(folder: Path, kind: str) -> Path:
-    """A file that cannot give a 4-frame clip."""
+    """A file that cannot give a 4-frame clip (`cut-short` is an AVI, whose header still counts every frame)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{kind}.mp4"
+    path = folder / f"{kind}.{'avi' if kind == 'cut-short' else 'mp4'}"
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "garbage":
@@ -155,6 +166,14 @@ def make_bad(folder: Path, kind: str) -> Path:
         path.write_bytes(path.read_bytes().replace(b"avc1", b"zzzz"))
     elif kind == "too-short":
         write_numbered(path, 3)
+    elif kind == "cut-short":  # a download that stopped early: the header says 40 frames, 3 are there
+        write_numbered(path, 40)
+        with av.open(str(path)) as container:
+            fourth = [p.pos for p in container.demux(container.streams.video[0]) if p.size][3]
+        path.write_bytes(path.read_bytes()[:fourth])
+    elif kind == "damaged":  # its first frames decode, its 10th packet does not
+        write_numbered(path, 12)
+        damage_packet(path, 9)
     elif kind == "unreadable":
         if os.geteuid() == 0:
             pytest.skip("root reads every file")
@@ -164,7 +183,17 @@ def make_bad(folder: Path, kind: str) -> Path:
     return path
 
 
-BAD_KINDS = ["missing", "empty", "garbage", "truncated", "unknown-codec", "too-short", "unreadable"]
+BAD_KINDS = [
+    "missing",
+    "empty",
+    "garbage",
+    "truncated",
+    "unknown-codec",
+    "too-short",
+    "cut-short",
+    "damaged",
+    "unreadable",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -200,12 +229,17 @@ def test_skip_bad_continues_and_counts(tmp_path, quiet, capsys, monkeypatch, bud
     if budget is not None:
         monkeypatch.setattr(video_module, "CACHE_BUDGET_BYTES", budget)
     root = write_video_folder(tmp_path / "videos", bad=kind)
-    with pytest.raises(UserError, match=f"{root / 'train' / 'b' / kind}.mp4"):
+    (bad,) = (root / "train" / "b").glob(f"{kind}.*")
+    with pytest.raises(UserError, match=str(bad)):
         load_video_folder(request(tmp_path, root, quiet, frames=4))
     splits = load_video_folder(request(tmp_path, root, quiet, frames=4, skip_bad=True))
     assert len(splits.train) == 6 and len(splits.test) == 4 and splits.classes == ("a", "b")
     assert isinstance(splits.train, StreamImages if budget == 0 else TensorImages)
     assert "video-folder train: skipped 1 of 7 videos" in capsys.readouterr().err
+    # What is left gives a clip at every place in time: a streamed epoch does not stop at the bad video.
+    for _epoch in range(2):
+        for batch in splits.train.batches(4, torch.device("cpu"), train=True, generator=torch.Generator()):
+            assert batch.images.shape[1:] == (3, 4, 112, 112)
 
 
 def test_cached_and_streamed_test_clips_are_identical(tmp_path, quiet, monkeypatch):
@@ -220,11 +254,34 @@ def test_cached_and_streamed_test_clips_are_identical(tmp_path, quiet, monkeypat
     assert batch.images.shape == cached.test.images.shape == (4, 3, 4, 112, 112)
     assert torch.equal(batch.images, cached.test.images) and torch.equal(batch.labels, cached.test.labels)
     assert frame_numbers(cached.test.images[0].numpy()) == [1, 3, 5, 7]  # the centre clip of 8 frames at stride 2
+    # What the corruptions defined on a video's frames need: its frame rate (read from the files here) and the stride.
+    assert (cached.video_fps, cached.frame_stride) == (streamed.video_fps, streamed.frame_stride) == (25.0, 2)
     # Training clips are drawn at random places in time: a 12-frame video gives more than one clip.
     train_item = streamed.train.dataset[2]
     assert train_item[0].shape == (3, 4, 112, 112) and train_item[1] == 0
     torch.manual_seed(0)
     assert len({tuple(frame_numbers(streamed.train.dataset[2][0].numpy())) for _ in range(12)}) > 1
+
+
+def test_streamed_training_clips_do_not_depend_on_the_worker_count(tmp_path, quiet, monkeypatch):
+    """--workers is a runtime setting: with the same seed, an epoch's random clips, crops and flips must be the same
+    whether one worker process decodes them or several (each worker has its own random stream)."""
+    for split, count in (("train", 6), ("test", 1)):
+        for i in range(count):
+            write_numbered(tmp_path / "videos" / split / "ab"[i % 2] / f"{i}.mp4", 24)
+    monkeypatch.setattr(video_module, "CACHE_BUDGET_BYTES", 0)
+    train = load_video_folder(request(tmp_path, tmp_path / "videos", quiet, frames=4)).train
+    assert isinstance(train, StreamImages)
+
+    def epoch(workers: int) -> list[torch.Tensor]:
+        train.workers = workers
+        batches = train.batches(2, torch.device("cpu"), train=True, generator=torch.Generator().manual_seed(5))
+        return [batch.images for batch in batches]
+
+    one, two = epoch(1), epoch(2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+    positions = {tuple(frame_numbers(clip.numpy())) for images in one for clip in images}
+    assert len(positions) > 2  # the clips do lie at random places in the videos
 
 
 def test_video_folder_reloads_from_the_cache(tmp_path, quiet, monkeypatch):
@@ -233,6 +290,36 @@ def test_video_folder_reloads_from_the_cache(tmp_path, quiet, monkeypatch):
     monkeypatch.setattr(video_module, "read_clips", None)  # a second load must not decode
     again = load_video_folder(request(tmp_path, root, quiet, frames=4))
     assert torch.equal(first.train.images, again.train.images) and torch.equal(first.test.labels, again.test.labels)
+
+
+def test_cache_follows_the_classes_not_only_the_files(tmp_path, quiet):
+    """A class folder added without videos (or an edited classInd.txt) changes the labels, not the files."""
+    root = write_video_folder(tmp_path / "videos")
+    first = load_video_folder(request(tmp_path, root, quiet, frames=4))
+    assert first.classes == ("a", "b") and first.test.labels.tolist() == [0, 0, 1, 1]
+    (root / "train" / "0-new").mkdir()
+    again = load_video_folder(request(tmp_path, root, quiet, frames=4))
+    assert again.classes == ("0-new", "a", "b") and again.test.labels.tolist() == [1, 1, 2, 2]
+
+
+def test_streamed_videos_are_probed_once(tmp_path, quiet, capsys, monkeypatch):
+    """Probing decodes every video: a second streamed load of the same files reuses the first one's verdict, bad
+    videos and their count included, and probes again when a file changes."""
+    monkeypatch.setattr(video_module, "CACHE_BUDGET_BYTES", 0)
+    root = write_video_folder(tmp_path / "videos", bad="damaged")
+    first = load_video_folder(request(tmp_path, root, quiet, frames=4, skip_bad=True))
+    assert "skipped 1 of 7" in capsys.readouterr().err
+    real_probe = video_module.probe_video
+    monkeypatch.setattr(video_module, "probe_video", None)  # a second load must not decode
+    again = load_video_folder(request(tmp_path, root, quiet, frames=4, skip_bad=True))
+    assert again.train.dataset.paths.tolist() == first.train.dataset.paths.tolist()
+    assert torch.equal(again.test.labels, first.test.labels)
+    assert "skipped 1 of 7 videos that cannot be used (first: cannot decode video" in capsys.readouterr().err
+    with pytest.raises(UserError, match="damaged.mp4"):  # without --skip-bad the verdict is not reused
+        monkeypatch.setattr(video_module, "probe_video", real_probe)
+        load_video_folder(request(tmp_path, root, quiet, frames=4))
+    write_numbered(root / "train" / "b" / "damaged.mp4", 12)  # repaired: probed again, and kept
+    assert len(load_video_folder(request(tmp_path, root, quiet, frames=4, skip_bad=True)).train) == 7
 
 
 def test_cached_training_videos_hold_views_spread_over_time(tmp_path, quiet):
@@ -295,6 +382,7 @@ def test_ucf101_official_split_files(tmp_path, quiet, split):
     splits = load_ucf101(request(tmp_path, tmp_path, quiet, split=split, frames=4))  # found in its UCF101/ folder
     assert splits.train.images.shape == (3, TRAIN_VIEWS, 3, 4, 112, 112) and splits.train.images.dtype == torch.uint8
     assert splits.test.labels.tolist() == [0, 1, 2]
+    assert (splits.video_fps, splits.frame_stride) == (25, 2)  # UCF101's rate, the default stride
 
 
 def test_ucf101_list_naming_a_missing_video(tmp_path, quiet, capsys):
@@ -354,6 +442,16 @@ def test_hmdb51_bad_mark_and_empty_split_are_named(tmp_path, quiet):
         (root / "testTrainMulti_7030_splits" / f"{name}_test_split1.txt").write_text(f"{name}_v0.avi 1\n")
     with pytest.raises(UserError, match="hmdb51 lists no test videos"):
         load_hmdb51(request(tmp_path, root, quiet, frames=4))
+
+
+def test_hmdb51_split_file_missing_for_one_class_is_named(tmp_path):
+    """A class whose file of this split is missing would vanish from it, and every later class's label shift."""
+    root = write_hmdb51(tmp_path / "hmdb")
+    lists = root / "testTrainMulti_7030_splits"
+    (lists / "brush_hair_test_split2.txt").unlink()
+    assert hmdb51_files(root, 1).classes == HMDB_CLASSES  # the other splits are whole
+    with pytest.raises(UserError, match=f"{lists / 'brush_hair_test_split2.txt'} is missing"):
+        hmdb51_files(root, 2)
 
 
 def test_dataset_not_found_on_the_command_line(tmp_path):
@@ -440,6 +538,12 @@ def test_small_moving_digits_load_through_data_dir_with_training_views(tmp_path,
     assert not torch.equal(splits.train.images[:, 0], splits.train.images[:, -1])  # 16 frames give distinct views
     full = spec.load(request(tmp_path, small_moving_digits.folder, quiet))  # clips of all 16 frames: views collapse
     assert full.train.images.shape == (32, 3, FRAMES, 32, 32)
+    strided = spec.load(request(tmp_path, small_moving_digits.folder, quiet, frames=8, frame_stride=2))
+    assert torch.equal(strided.test.images, full.test.images[:, :, 1::2])  # the centre clip: frames 1, 3, ..., 15
+    assert (strided.video_fps, strided.frame_stride, full.frame_stride) == (25, 2, 1)
+    # Every clip has 16 frames: a stride that cannot fit would shrink to 1 in every video, unlike what was asked.
+    with pytest.raises(UserError, match="--frames 16 --frame-stride 2: a clip spans 31 frames; moving-digits"):
+        spec.load(request(tmp_path, small_moving_digits.folder, quiet, frame_stride=2))
 
 
 def test_moving_digits_default_size_through_the_registry(tmp_path, quiet, plugins):

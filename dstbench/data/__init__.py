@@ -38,6 +38,10 @@ class DataSplits:
     train: ImageData
     test: ImageData
     classes: tuple[str, ...]
+    # Video: the videos' own frame rate, and the stride between a clip's frames in them, so that corruptions defined
+    # on a video's frames (motion blur over 2c frames, re-timing to 20 fps) act on clips as on the whole video.
+    video_fps: float | None = None
+    frame_stride: int = 1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dstbench.checkpoint import atomic_write
 from dstbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -114,15 +114,12 @@ def cached_arrays(cache_dir: Path, stem: str, build: Callable[[], SplitArrays]) 
             arrays = SplitArrays(*(stored[field] for field in SplitArrays._fields))
         return arrays._replace(classes=tuple(str(name) for name in arrays.classes))
     arrays = build()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=cache_dir, prefix=f".{stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as file:  # a file object, since np.savez would add .npz to a name
             np.savez(file, **arrays._replace(classes=np.asarray(arrays.classes, dtype=str))._asdict())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+
+    atomic_write(path, write)
     return arrays
 
 

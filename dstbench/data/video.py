@@ -17,8 +17,12 @@ PyAV is imported inside the functions that use it, so importing this module cost
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +32,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from dstbench.checkpoint import write_json
 from dstbench.data import Augment, DataSplits, LoadRequest, StreamImages, TensorImages
 from dstbench.data.sources import FileSplits, SplitArrays, cached_arrays, class_folders, describe, fingerprint
 from dstbench.errors import UserError
@@ -136,7 +141,7 @@ def _decoding(path: str | Path, read: Callable[[], Any]) -> Any:
 
 
 def _too_short(path: str | Path, num_frames: int, frames: int) -> UserError:
-    return UserError(f"video {path} has {num_frames} frames, fewer than the {frames} of a clip; {SKIP_HINT}")
+    return UserError(f"video {path} has {num_frames} frames, fewer than the {frames} of a clip (--frames); {SKIP_HINT}")
 
 
 def _frame_count(container: av.container.InputContainer, stream: Any, path: str | Path, frames: int) -> int:
@@ -206,17 +211,20 @@ def read_clips(
 
 
 def probe_video(path: str | Path, frames: int) -> int:
-    """The number of frames of the video at `path`, after checking that it opens, that its first frame decodes
-    and that it has at least `frames` frames; `UserError` naming the file if not. Reads the container's frame count
-    (else counts packets without decoding them), so it costs far less than `read_clip`."""
+    """The number of frames that decode from the video at `path`, after checking that it gives at least `frames`;
+    `UserError` naming the file if not. It decodes every frame (without converting them), so a video that passes
+    gives a clip at any place in time: a header that counts frames a cut-short file lacks, or a damaged packet
+    past the first frames, stops it here rather than in the middle of a streamed epoch. That costs about half of
+    `read_clip` at the end of the video."""
 
     def probe() -> int:
         with _open(path) as container:
-            stream = _video_stream(container, path)
-            num_frames = _frame_count(container, stream, path, frames)
-            if next(iter(container.decode(stream)), None) is None:
-                raise UserError(f"video {path}: not one frame decodes; {SKIP_HINT}")
-            return num_frames
+            decoded = sum(1 for _ in container.decode(_video_stream(container, path)))
+        if not decoded:
+            raise UserError(f"video {path}: not one frame decodes; {SKIP_HINT}")
+        if decoded < frames:
+            raise _too_short(path, decoded, frames)
+        return decoded
 
     return _decoding(path, probe)
 
@@ -332,6 +340,7 @@ def _ucf101_list(list_file: Path, videos: Path, classes: tuple[str, ...]) -> tup
 
 
 HMDB51_LISTS = "testTrainMulti_7030_splits"
+_HMDB51_LIST = re.compile(r"(.+)_test_split[123]\.txt")
 HMDB51_REMEDY = (
     "unpack test_train_splits.rar from https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/"
 )
@@ -345,6 +354,11 @@ def hmdb51_files(folder: Path, split: int) -> FileSplits:
     lists = sorted((folder / HMDB51_LISTS).glob(f"*{suffix}"))
     if not lists:
         raise UserError(f"{folder / HMDB51_LISTS} holds no *{suffix} files; {HMDB51_REMEDY}")
+    # A class with a file for another split but not this one would silently drop out, shifting later labels.
+    every_class = {m[1] for path in (folder / HMDB51_LISTS).glob("*") if (m := _HMDB51_LIST.fullmatch(path.name))}
+    missing = sorted(every_class - {path.name.removesuffix(suffix) for path in lists})
+    if missing:
+        raise UserError(f"{folder / HMDB51_LISTS / (missing[0] + suffix)} is missing; {HMDB51_REMEDY}")
     videos = folder / "hmdb51_org" if (folder / "hmdb51_org").is_dir() else folder
     classes = tuple(path.name.removesuffix(suffix) for path in lists)
     parts: dict[str, tuple[list[str], list[int]]] = {"1": ([], []), "2": ([], [])}
@@ -457,10 +471,21 @@ def probe_videos(
     return [paths[i] for i in kept], labels[kept]
 
 
+def _sample_draws(index: int) -> list[float]:
+    """Four uniforms in [0, 1) for training sample `index` in this epoch. In a DataLoader worker they come from the
+    epoch's base seed (which DataLoader draws from the loader's generator, the same for every worker) and the index
+    alone, so they do not depend on how many workers there are or which one reads the sample; in the main process
+    (no workers) from torch's generator."""
+    info = get_worker_info()
+    if info is None:
+        return torch.rand(4).tolist()
+    return np.random.default_rng((info.seed - info.id, index)).random(4).tolist()
+
+
 class VideoClips(Dataset):
     """Videos read one clip at a time, for `StreamImages`: item i is (uint8 (3, T, size, size), label). For training
-    a random clip, random crop and (with `hflip`) random flip, drawn from torch's generator, which DataLoader seeds
-    in each worker; otherwise the centre clip and crop, as `decode_clips` gives.
+    a random clip, random crop and (with `hflip`) random flip (`_sample_draws`: the same for any number of
+    workers); otherwise the centre clip and crop, as `decode_clips` gives.
 
     The paths live in one bytes array, as in `ImageFiles`, so forked workers share rather than copy them; the class
     is module-level, so workers started by spawning receive it by pickling."""
@@ -477,7 +502,7 @@ class VideoClips(Dataset):
         path = os.fsdecode(self.paths[i])
         if not self.train:
             return torch.from_numpy(read_clip(path, self.spec)), int(self.labels[i])
-        position, top, left, flip = torch.rand(4).tolist()
+        position, top, left, flip = _sample_draws(i)
         clip = read_clip(path, self.spec, position, (top, left))
         if self.hflip and flip < 0.5:
             clip = np.ascontiguousarray(clip[..., ::-1])
@@ -496,11 +521,12 @@ def cached_views(train_videos: int, test_videos: int, spec: ClipSpec, budget: in
 
 def cached_clips(request: LoadRequest, name: str, files: FileSplits, spec: ClipSpec, views: int) -> SplitArrays:
     """The training videos' `views` clips and the test videos' centre clips (`decode_clips`), decoded once and kept
-    in `request.cache_dir`; the cache's name changes with the clip spec, `views`, the files (paths, sizes, times)
-    and --skip-bad. Skipped videos are reported once per split."""
+    in `request.cache_dir`; the cache's name changes with the clip spec, `views`, the files (paths, sizes, times),
+    the classes and labels, and --skip-bad. Skipped videos are reported once per split."""
     bads = [BadVideos(f"{name} {split}", request.skip_bad) for split in ("train", "test")]
     present = [[path for path in paths if os.path.isfile(path)] for paths in (files.train_files, files.test_files)]
-    key = "".join(fingerprint(paths) for paths in present)
+    labelling = hashlib.sha256(repr((files.classes, files.train_labels.tolist(), files.test_labels.tolist())).encode())
+    key = "".join(fingerprint(paths) for paths in present) + labelling.hexdigest()[:8]
     stem = (
         f"{name}-{spec.frames}x{spec.stride}-{spec.short_side}c{spec.size}-v{views}"
         f"{'-skip' if request.skip_bad else ''}-{key}"
@@ -517,37 +543,86 @@ def cached_clips(request: LoadRequest, name: str, files: FileSplits, spec: ClipS
     return arrays
 
 
+def probed_videos(
+    request: LoadRequest, paths: Sequence[str], labels: np.ndarray, frames: int, bad: BadVideos
+) -> tuple[list[str], np.ndarray]:
+    """`probe_videos`, its verdict kept in `request.cache_dir` (a small JSON file): probing decodes every video, so
+    a later load of the same files (paths, sizes, times) for clips of as many frames does not do it again."""
+    present = [path for path in paths if os.path.isfile(path)]
+    listed = hashlib.sha256("\0".join(paths).encode()).hexdigest()[:8]
+    stem = f"{bad.split.replace(' ', '-')}-probe-{frames}{'-skip' if bad.skip else ''}-{fingerprint(present)}{listed}"
+    record = Path(request.cache_dir) / f"{stem}.json"
+    try:
+        verdict = json.loads(record.read_text())
+        kept, reasons = [int(i) for i in verdict["kept"]], [str(r) for r in verdict["reasons"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    else:
+        if all(0 <= i < len(paths) for i in kept) and (bad.skip or len(kept) == len(paths)):
+            bad.reasons += reasons
+            return [paths[i] for i in kept], labels[kept]
+    usable, usable_labels = probe_videos(paths, labels, frames, bad, request.reporter)
+    position = {path: i for i, path in enumerate(paths)}
+    try:
+        write_json(record, {"kept": [position[path] for path in usable], "reasons": bad.reasons})
+    except OSError:
+        pass  # a cache that cannot be written costs the next load a probe, nothing more
+    return usable, usable_labels
+
+
 def streamed_splits(request: LoadRequest, name: str, files: FileSplits, spec: ClipSpec, hflip: bool) -> DataSplits:
-    """Both splits read by DataLoader workers, after `probe_videos` has checked (or skipped) every video."""
+    """Both splits read by DataLoader workers, after `probe_videos` has checked (or skipped) every video (or a
+    previous load did, `probed_videos`)."""
     splits = []
     for split, paths, labels in (
         ("train", files.train_files, files.train_labels),
         ("test", files.test_files, files.test_labels),
     ):
         bad = BadVideos(f"{name} {split}", request.skip_bad)
-        usable, usable_labels = probe_videos(paths, labels, spec.frames, bad, request.reporter)
+        usable, usable_labels = probed_videos(request, paths, labels, spec.frames, bad)
         bad.report(request.reporter, len(paths), len(usable))
         clips = VideoClips(usable, usable_labels, spec, train=split == "train", hflip=hflip)
         splits.append(StreamImages(clips, torch.from_numpy(usable_labels), workers=DECODE_WORKERS))
     return DataSplits(*splits, classes=files.classes)
 
 
-def video_splits(request: LoadRequest, name: str, files: FileSplits, spec: ClipSpec, augment: Augment) -> DataSplits:
+def video_splits(
+    request: LoadRequest, name: str, files: FileSplits, spec: ClipSpec, augment: Augment, fps: float | None = None
+) -> DataSplits:
     """The dataset's splits: decoded once into the cache and held as `TensorImages` (training: one of each video's
     cached views at random, and `augment`) when the clips fit in --clip-cache-gib (`cached_views`), else
-    streamed (training: random clips and crops, and flips when `augment.hflip`)."""
+    streamed (training: random clips and crops, and flips when `augment.hflip`). `fps`: the videos' frame rate
+    (None: the first test video's)."""
     for split, paths in (("train", files.train_files), ("test", files.test_files)):
         if not paths:
             raise UserError(f"{name} lists no {split} videos; check its split files or folders")
     budget = CACHE_BUDGET_BYTES if request.clip_cache_gib is None else int(request.clip_cache_gib * 2**30)
     views = cached_views(len(files.train_files), len(files.test_files), spec, budget)
     if not views:
-        return streamed_splits(request, name, files, spec, augment.hflip)
-    arrays = cached_clips(request, name, files, spec, views)
-    return DataSplits(
-        train=TensorImages(
-            torch.from_numpy(arrays.train_images), torch.from_numpy(arrays.train_labels), augment=augment
-        ),
-        test=TensorImages(torch.from_numpy(arrays.test_images), torch.from_numpy(arrays.test_labels)),
-        classes=arrays.classes,
-    )
+        splits = streamed_splits(request, name, files, spec, augment.hflip)
+    else:
+        arrays = cached_clips(request, name, files, spec, views)
+        splits = DataSplits(
+            train=TensorImages(
+                torch.from_numpy(arrays.train_images), torch.from_numpy(arrays.train_labels), augment=augment
+            ),
+            test=TensorImages(torch.from_numpy(arrays.test_images), torch.from_numpy(arrays.test_labels)),
+            classes=arrays.classes,
+        )
+    fps = fps or frame_rate_of(files.test_files[0])
+    return dataclasses.replace(splits, video_fps=fps, frame_stride=spec.stride)
+
+
+def frame_rate_of(path: str | Path) -> float | None:
+    """The frame rate a video's container declares, None if it declares none or does not open."""
+
+    def read() -> Any:
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            return stream.average_rate or stream.guessed_rate
+
+    try:
+        rate = _decoding(path, read)
+    except UserError:
+        return None
+    return float(rate) if rate else None

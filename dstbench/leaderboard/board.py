@@ -18,6 +18,7 @@ from statistics import fmean
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from dstbench.config import RunConfig
 from dstbench.errors import UserError
 
 BASELINE_ALGORITHM = "dense"
@@ -48,6 +49,12 @@ COLUMNS = (
     Column("mpc", "mPC", True, "Mean accuracy (%) over the table's corruptions and severities"),
     Column("rpc", "rPC", True, "mPC / clean accuracy"),
     Column("mce", "mCE", True, "Mean corruption error (%) relative to the entry's baseline, when it has one"),
+    Column(
+        "relative_mce",
+        "Relative mCE",
+        True,
+        "Accuracy drop under corruption relative to the baseline's (%), when the baseline's drops under each one",
+    ),
     Column("d_clean", "Δ clean", True, "Clean accuracy minus the dense run's of the same model and seed"),
     Column("d_mpc", "Δ mPC", True, "mPC minus the dense run's of the same model and seed"),
     Column("cost", "Training", True, "Wall time, throughput and device of training (sorts by wall time)"),
@@ -57,6 +64,7 @@ DELTA_NOTE = (
     f"Δ: difference to the dense entry of the same model, dataset, suite, grid and seed; {MEAN_MARK} marks a "
     "difference to the mean of the dense seeds, where no dense entry has the same seed."
 )
+_DEFAULTS = RunConfig().to_dict()
 SAME_EXPERIMENT = "algorithm, parameters, sparsity, model, dataset, suite, seed, training recipe and evaluation grid"
 
 # Config keys that do not tell experiments apart: how a run was executed, and what `identity` holds otherwise (the
@@ -229,7 +237,8 @@ def _setting(entry: Mapping[str, Any]) -> tuple:
 def identity(entry: Mapping[str, Any]) -> tuple:
     """What makes two entries the same experiment (SAME_EXPERIMENT): a second one is a duplicate."""
     algorithm, sparsity = entry["algorithm"], entry["sparsity"]
-    recipe = {key: value for key, value in entry["config"].items() if key not in NOT_RECIPE}
+    config = {**_DEFAULTS, **entry["config"]}  # a setting added since an entry was written has its default there
+    recipe = {key: value for key, value in config.items() if key not in NOT_RECIPE}
     return (
         algorithm["name"],
         json.dumps(algorithm["params"], sort_keys=True),
@@ -342,7 +351,6 @@ def _cells(entry: Mapping[str, Any], reference: Reference | None) -> dict[str, C
     """Every column's cell for one entry."""
     algorithm, sparsity, training = entry["algorithm"], entry["sparsity"], entry["training"]
     params = _params(algorithm["params"])
-    mce = entry["corruptions_mce"]
     wall_time = training["wall_time_s"]
     cost = f"{_duration(wall_time)} · {training['images_per_s']:,.0f} img/s · {training['device']}"
     algorithm_text = f"{algorithm['name']} ({_shorten(params, PARAMS_LIMIT)})" if params else algorithm["name"]
@@ -357,10 +365,16 @@ def _cells(entry: Mapping[str, Any], reference: Reference | None) -> dict[str, C
         "clean": Cell(f"{entry['clean_acc']:.2f}", entry["clean_acc"]),
         "mpc": Cell(f"{entry['corruptions_acc']:.2f}", entry["corruptions_acc"]),
         "rpc": Cell(f"{entry['rpc']:.3f}", entry["rpc"]),
-        "mce": Cell("—", None) if mce is None else Cell(f"{mce:.1f}", mce, entry["evaluation"]["baseline"]),
+        "mce": _baseline_cell(entry, entry["corruptions_mce"]),
+        "relative_mce": _baseline_cell(entry, entry["corruptions_relative_mce"]),
         **_delta_cells(entry, reference),
         "cost": Cell(cost, wall_time, f"{wall_time:.0f} s of training"),
     }
+
+
+def _baseline_cell(entry: Mapping[str, Any], value: float | None) -> Cell:
+    """A metric relative to the entry's baseline, which its tooltip names."""
+    return Cell("—", None) if value is None else Cell(f"{value:.1f}", value, entry["evaluation"]["baseline"])
 
 
 def _heatmap(entry: Mapping[str, Any]) -> HeatMap:

@@ -17,7 +17,7 @@ def leaderboard() -> None:
     \b
     Examples:
       dstbench leaderboard validate leaderboard/entries/*/*/*.json
-      dstbench leaderboard submit runs/cifar10-vgg16-rigl-s0.3-seed0 --name Wu2025DSTRobust
+      dstbench leaderboard submit runs/cifar10-cifar-vgg16-rigl-s0.3-seed0 --name Wu2025DSTRobust
       dstbench leaderboard render
     """
 

@@ -6,7 +6,8 @@ entry fits when it is of one of those datasets, on a suite of the same corruptio
 files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
 exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
 the paper's title there: edit it before a pull request) and `reported` is the entry's own number. `corruptions_mce`
-is left null: RobustBench's is normalised by AlexNet's errors, an entry's mCE by its own dense baseline's.
+is left null: RobustBench's is normalised by AlexNet's errors, an entry's mCE by its own dense baseline's. The
+relative mCE is not exported: RobustBench has no field for it.
 
 The per-cell accuracies go to RobustBench's `unaggregated_results.csv` beside the files: two header rows (corruption,
 severity), then a row per model of accuracies as fractions. Exporting into a RobustBench checkout updates its file:

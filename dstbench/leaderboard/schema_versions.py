@@ -44,16 +44,25 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the relative mCE; a version-2 entry has none."""
+    upgraded = _insert_after(data, "corruptions_mce", {"corruptions_relative_mce": None})
+    upgraded["schema_version"] = 3
+    return upgraded
+
+
 VERSIONS = {
     1: Version(1, "entry.v1.schema.json", "the first schema", _v1_to_v2),
     2: Version(
         2,
-        "entry.schema.json",
+        "entry.v2.schema.json",
         (
             "adds name, link, authors, venue and footnote (null when not given); refuses control characters in "
             "run_id, dataset, model, suite and algorithm name"
         ),
+        _v2_to_v3,
     ),
+    3: Version(3, "entry.schema.json", "adds corruptions_relative_mce (null without a baseline or where undefined)"),
 }
 CURRENT = max(VERSIONS)
 OLDEST = min(VERSIONS)
@@ -102,7 +111,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def migration_note(data: Any) -> str:
-    """' (schema_version 1, read as version 2 after migration)' for an entry of an older version, else ''."""
+    """' (schema_version 1, read as version 3 after migration)' for an entry of an older version, else ''."""
     version = version_of(data)
     if version is None or version == CURRENT:
         return ""

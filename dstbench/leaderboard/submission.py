@@ -6,10 +6,10 @@ What is re-checked, in order (a failed identity check stops before the costly on
   sparsity    every layer's nonzero count, and the global sparsity, counted in the model file's weights
   accuracy    clean accuracy and mPC re-evaluated with the run's own code (`runner.load_data`, `prepare_suite`,
               `evaluate_model`) on the entry's suite, corruptions, severities and corruption seed
-  mCE         when the entry claims one: recomputed from its cells and its baseline entry's (--baseline, else the
-              path its run recorded, else the board's entry of that name); the cells themselves are what the
-              accuracy checks re-evaluate. A submitted entry's baseline must be on the board, and the entry then
-              records the baseline's name, which every reader can resolve
+  mCE         mCE and relative mCE, each when the entry claims it: recomputed from its cells and its baseline
+              entry's (--baseline, else the path its run recorded, else the board's entry of that name); the cells
+              themselves are what the accuracy checks re-evaluate. A submitted entry's baseline must be on the
+              board, and the entry then records the baseline's name, which every reader can resolve
 
 `submit` evaluates a fixed, seeded subset of n of the run's N test samples (the first n of the permutation the
 run's own `--max-test-samples` subset is cut from, so they are test samples the run scored, corrupted identically).
@@ -48,6 +48,7 @@ PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")  # also the schema'
 TOLERANCE_TEXT = f"max({FLOOR:g} point, 3σ of the subset's binomial sampling error)"
 EVAL_OPTIONS = ["data_dir", "c_dir", "device", "eval_batch_size", "quiet"]
 MCE_TOLERANCE = 0.01  # points: the claim and the recomputation are the same arithmetic on the same numbers
+BASELINE_METRICS = {"corruptions_mce": "mCE", "corruptions_relative_mce": "relative mCE"}  # relative to a baseline
 SHA_SHOWN = 16  # hex digits of a sha256 shown
 SHOWN_LAYERS = 10  # differing layers listed one per row; the rest are counted
 
@@ -55,8 +56,8 @@ SHOWN_LAYERS = 10  # differing layers listed one per row; the rest are counted
 BASELINE = click.option(
     "--baseline",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The entry.json the entry's mCE is relative to (default: the path its run recorded, else the board's "
-    "entry of that name).",
+    help="The entry.json the entry's mCE and relative mCE are relative to (default: the path its run recorded, else "
+    "the board's entry of that name).",
 )
 
 
@@ -89,7 +90,7 @@ def _checkpoint_check(entry: dict[str, Any], model_path: Path) -> Check:
         raise UserError(f"{model_path} does not exist: the entry's checkpoint is needed to check its claims")
     measured = checkpoint.sha256(model_path)
     what = f"checkpoint sha256 ({model_path.name})"
-    return Check(what, claimed[:SHA_SHOWN] + "…", measured[:SHA_SHOWN] + "…", "equal", measured == claimed)
+    return Check(what, claimed[:SHA_SHOWN] + "…", measured[:SHA_SHOWN] + "…", "exact", measured == claimed)
 
 
 def _settings_check(entry: dict[str, Any], saved: dict[str, Any]) -> Check:
@@ -107,7 +108,7 @@ def _settings_check(entry: dict[str, Any], saved: dict[str, Any]) -> Check:
         "settings in the model file",
         ", ".join(f"{k}={claimed[k]}" for k in show),
         ", ".join(f"{k}={measured[k]}" for k in show),
-        "equal",
+        "exact",
         not differ,
     )
 
@@ -124,26 +125,26 @@ def _sparsity_checks(entry: dict[str, Any], model) -> list[Check]:
         return "absent" if pair is None else f"{pair[0]:,} of {pair[1]:,} nonzero"
 
     checks = [
-        Check(f"layer {name}", count(claimed.get(name)), count(counted.get(name)), "equal", False)
+        Check(f"layer {name}", count(claimed.get(name)), count(counted.get(name)), "exact", False)
         for name in differ[:SHOWN_LAYERS]
     ]
     if len(differ) > SHOWN_LAYERS:
-        checks.append(Check(f"{len(differ) - SHOWN_LAYERS} more layers", "", "differ", "equal", False))
+        checks.append(Check(f"{len(differ) - SHOWN_LAYERS} more layers", "", "differ", "exact", False))
     if not differ:
-        checks.append(Check("layers: nonzeros per layer", f"{len(claimed)} layers", "all equal", "equal", True))
+        checks.append(Check("layers: nonzeros per layer", f"{len(claimed)} layers", "all equal", "exact", True))
     achieved, measured = entry["sparsity"]["achieved"], sparse.achieved_sparsity(layers)
     ok = abs(achieved - measured) <= SPARSITY_TOLERANCE
-    checks.append(Check("sparsity (global)", f"{achieved:.6%}", f"{measured:.6%}", "equal", ok))
+    checks.append(Check("sparsity (global)", f"{achieved:.6%}", f"{measured:.6%}", "exact", ok))
     return checks
 
 
 def find_baseline(entry: dict[str, Any], given_path: Path | None, entries_dir: Path) -> Path | None:
     """The file of the entry's mCE baseline: `given_path`, else the path its run recorded if it exists, else the
     board's entry of that name beside it (entries/<dataset>/<suite>/<name>.json: a baseline shares the entry's
-    dataset and suite). None when it claims no mCE or records no baseline; a path that does not exist when none is
-    found."""
+    dataset and suite). None when it claims neither an mCE nor a relative mCE, or records no baseline; a path that
+    does not exist when none is found."""
     recorded = entry["evaluation"]["baseline"]
-    if given_path is not None or entry["corruptions_mce"] is None or not recorded:
+    if given_path is not None or not _claims_baseline_metric(entry) or not recorded:
         return given_path
     if Path(recorded).is_file():
         return Path(recorded)
@@ -155,28 +156,36 @@ def _entry_folder(entries_dir: Path, entry: dict[str, Any]) -> Path:
     return entries_dir / entry["dataset"] / entry["suite"]
 
 
-def _mce_check(entry: dict[str, Any], baseline: Path | None) -> Check | None:
-    """The entry's mCE against the one its cells and its baseline's give; None when it claims no mCE."""
-    from dstbench.entry import entry_grid, read_baseline
+def _claims_baseline_metric(entry: dict[str, Any]) -> bool:
+    return any(entry[key] is not None for key in BASELINE_METRICS)
+
+
+def _baseline_check(entry: dict[str, Any], baseline: Path | None, key: str) -> Check | None:
+    """The entry's `key` (one of BASELINE_METRICS) against the one its cells and its baseline's give; None when it
+    claims none."""
+    from dstbench.entry import read_baseline
     from dstbench.evaluate import EvalResult
 
-    claimed = entry["corruptions_mce"]
+    claimed = entry[key]
     if claimed is None:
         return None
-    what = "mCE from the entry's cells and its baseline's"
+    what = f"{BASELINE_METRICS[key]} from the entry's cells and its baseline's"
     if baseline is None or not baseline.is_file():
         missing = f"baseline {baseline} not found" if baseline else "no baseline recorded"
-        return Check(what, f"{claimed:.2f}", f"{missing}; pass --baseline FILE", "equal", False)
-    result = EvalResult(entry["clean_acc"], entry_grid(entry), entry["evaluation"]["test_samples"])
-    measured = result.mce(read_baseline(str(baseline)))
+        return Check(what, f"{claimed:.2f}", f"{missing}; pass --baseline FILE", f"±{MCE_TOLERANCE}", False)
+    result, base = EvalResult.of_entry(entry), EvalResult.of_entry(read_baseline(str(baseline)))
+    measured = result.mce(base.corruption_acc) if key == "corruptions_mce" else result.relative_mce(base)
+    if measured is None:
+        undefined = "undefined: the baseline's accuracy does not drop under some corruption"
+        return Check(what, f"{claimed:.2f}", undefined, f"±{MCE_TOLERANCE}", False)
     return _accuracy_check(what, claimed, measured, MCE_TOLERANCE)
 
 
 def _baseline_on_board(entry: dict[str, Any], baseline: Path | None, entries_dir: Path) -> dict[str, Any]:
     """The entry with its mCE baseline recorded by board name; a UserError when the baseline is not on the board,
     where no reader could check the mCE."""
-    if entry["corruptions_mce"] is None or baseline is None or not baseline.is_file():
-        return entry  # nothing to name, or the mCE check reports the missing file
+    if not _claims_baseline_metric(entry) or baseline is None or not baseline.is_file():
+        return entry  # nothing to name, or the mCE checks report the missing file
     folder = _entry_folder(entries_dir, entry)
     if baseline.resolve().parent != folder.resolve():
         raise UserError(
@@ -201,8 +210,8 @@ def reproduce(
     runtime: dict[str, Any],
     baseline: Path | None = None,
 ) -> Reevaluation:
-    """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used), mCE
-    against the `baseline` file."""
+    """Every check of the module docstring; `samples` test samples are evaluated (None: all the run used), mCE and
+    relative mCE against the `baseline` file."""
     from dstbench import checkpoint, runner
 
     checks = [_checkpoint_check(entry, model_path)]
@@ -216,7 +225,7 @@ def reproduce(
     population = ev["test_samples"]
     n = min(samples or population, population)
     overrides = {
-        "baseline": None,  # mCE is checked apart, from the claimed cells (see _mce_check)
+        "baseline": None,  # mCE and relative mCE are checked apart, from the claimed cells (see _baseline_check)
         "suite": ev["suite"],
         "corruptions": ev["corruptions"],
         "severities": ev["severities"],
@@ -229,11 +238,9 @@ def reproduce(
     again = runner.reevaluate(saved, overrides, plugins)
     checks += _sparsity_checks(entry, again.model)
     tested = again.test_samples
-    checks.append(Check("test samples evaluated", f"{n:,}", f"{tested:,}", "equal", tested == n))
-    mce = _mce_check(entry, baseline)
-    checks += [mce] if mce else []
-    result, _ = again.evaluation
-    return Reevaluation(checks, result, n)
+    checks.append(Check("test samples evaluated", f"{n:,}", f"{tested:,}", "exact", tested == n))
+    checks += [check for key in BASELINE_METRICS if (check := _baseline_check(entry, baseline, key))]
+    return Reevaluation(checks, again.evaluation.result, n)
 
 
 def _subset_accuracy_checks(entry: dict[str, Any], result: EvalResult, n: int) -> list[Check]:
@@ -291,7 +298,9 @@ def _refuse(checks: list[Check], what: str) -> None:
     failed = [c for c in checks if not c.ok]
     if not failed:
         return
-    shown = "; ".join(f"{c.what}: entry {c.claimed}, measured {c.measured} ({c.tolerance})" for c in failed[:3])
+    shown = "; ".join(
+        f"{c.what}: entry {c.claimed}, measured {c.measured} (tolerance {c.tolerance})" for c in failed[:3]
+    )
     more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
     error = UserError(f"{what} does not reproduce: {shown}{more}")
     error.exit_code = 1
@@ -363,7 +372,7 @@ Re-checked without retraining:
   clean accuracy and mPC on a fixed, seeded subset of --subset test samples, each within
   {TOLERANCE_TEXT}
   (the entry's accuracies are of the whole test set; σ = sqrt(p(1-p)/n · (N-n)/(N-1))),
-  mCE, if claimed, from the entry's cells and its baseline entry's, which must be on the board
+  mCE and relative mCE, if claimed, from the entry's cells and its baseline entry's, which must be on the board
   (--baseline FILE; the entry then records the baseline's name).
 A claim that does not reproduce is refused with the numbers side by side (exit 1). Otherwise the entry, with
 --name, --link, --authors, --venue and --footnote filled in, is written to
@@ -371,7 +380,7 @@ A claim that does not reproduce is refused with the numbers side by side (exit 1
 
 \b
 Example:
-  dstbench leaderboard submit runs/cifar10-vgg16-rigl-s0.3-seed0 --name Wu2025DSTRobust \\
+  dstbench leaderboard submit runs/cifar10-cifar-vgg16-rigl-s0.3-seed0 --name Wu2025DSTRobust \\
       --link https://arxiv.org/abs/2410.03030 --authors "Boqian Wu, ..." --venue "ICLR 2025"
 """
 
@@ -461,8 +470,8 @@ def verify(
 ) -> None:
     """Re-evaluate an entry's checkpoint on every corruption × severity and compare each cell with the entry.
 
-    Also checks the checkpoint's sha256, its settings, its per-layer sparsity and, if it claims one, its mCE
-    against its --baseline entry. Exits with 1 when anything differs by more than --tolerance.
+    Also checks the checkpoint's sha256, its settings, its per-layer sparsity and, if it claims them, its mCE and
+    relative mCE against its --baseline entry. Exits with 1 when anything differs by more than --tolerance.
     """
     from dstbench.entry import load_entry
 

@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import click
+import torch
 from rich.console import Group
 from rich.table import Table
 from torch import nn
@@ -28,19 +29,35 @@ Examples:
   dstbench masks --model cifar-resnet18 --sparsity 0.5 --distribution erk
   dstbench masks --model cifar-vgg16 --sparsity 0.9 --distribution uniform --dense-first --dense-last
   dstbench masks --model resnet50 --image-size 224 --sparsity 0.8 --distribution erk --format json
+  dstbench masks --model r3d_18 --dataset ucf101 --frames 16 --sparsity 0.5 --distribution erk
 """
 
 
 def model_and_input_shape(
-    plugins: Plugins, model: str, dataset: str, image_size: int | None
+    plugins: Plugins, model: str, dataset: str, image_size: int | None, frames: int | None = None
 ) -> tuple[nn.Module, tuple[int, ...]]:
     """The model a run on `dataset` would train (wrapped in its `Classifier`, so layer names match a run's), and one
-    input sample's shape. Nothing is loaded from disk."""
+    input sample's shape: (C, H, W), or (C, T, H, W) for video. The model lives on the meta device: only shapes are
+    computed, so nothing is loaded and any input size costs no memory."""
     spec, variant = plugins.registry.model(model)
     data = plugins.registry.dataset(dataset)
+    if spec.modality != data.modality:
+        raise UserError(f"model '{model}' takes {spec.modality} input but dataset '{dataset}' is {data.modality}")
     size = image_size or data.image_size
-    net = spec.build(ModelRequest(data.num_classes, data.channels, size, variant))
-    return Classifier(net, data.mean, data.std), (data.channels, size, size)
+    if data.modality == "video":
+        frames = frames or data.recipe.get("frames")
+        if frames is None:
+            raise UserError(f"dataset '{dataset}' has no default clip length; pass --frames")
+        shape = (data.channels, frames, size, size)
+    elif frames is not None:
+        raise UserError(f"--frames applies to video datasets; '{dataset}' is {data.modality}")
+    else:
+        shape = (data.channels, size, size)
+    with torch.device("meta"):
+        net = Classifier(
+            spec.build(ModelRequest(data.num_classes, data.channels, size, variant, frames)), data.mean, data.std
+        )
+    return net, shape
 
 
 def mask_report(
@@ -60,7 +77,13 @@ def mask_report(
     dense = first_and_last(weights, first=dense_first, last=dense_last)
     layer_densities = densities(shapes, sparsity, distribution, dense=dense, erk_power_scale=erk_power_scale)
     nonzeros = nonzero_counts(shapes, layer_densities)
-    macs = layer_macs(model, input_shape)
+    try:
+        macs = layer_macs(model, input_shape)
+    except RuntimeError as exc:  # e.g. an input smaller than the model's kernels and poolings
+        reason = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"the model cannot take an input of shape {'×'.join(map(str, input_shape))}: {reason}"
+        ) from None
     dense_flops = FLOPS_PER_MAC * sum(macs.values())
     sparse_flops = FLOPS_PER_MAC * sparse_macs(macs, layer_densities)
     training = training_flops(sparse_flops, dense_flops, delta_t)
@@ -73,7 +96,7 @@ def mask_report(
         "dense_last": dense_last,
         "erk_power_scale": erk_power_scale,
         "delta_t": delta_t,
-        "flops": f"{CONVENTION}, per image",
+        "flops": f"{CONVENTION}, per {'clip' if len(input_shape) == 4 else 'image'}",
         "layers": [
             {
                 "name": name,
@@ -102,7 +125,7 @@ def mask_report(
 
 def _si(value: float) -> str:
     """Three significant digits and an SI prefix: 1234567 -> '1.23 M', 27e6 -> '27.0 M'."""
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for factor, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:#.3g}".rstrip(".") + f" {prefix}"
     return f"{value:#.3g}".rstrip(".")
@@ -162,6 +185,7 @@ def report_tables(report: dict[str, Any], title: str) -> Group:
     "--dataset", default="cifar10", show_default=True, help="Sets classes, channels and image size; no data is read."
 )
 @click.option("--image-size", type=int, help="Input side in pixels [default: the dataset's].")
+@click.option("--frames", type=int, help="Frames per clip, for video models [default: the dataset's].")
 @click.option("--delta-t", type=int, default=100, show_default=True, help="Steps between RigL mask updates (ΔT).")
 @click.option(
     "--format",
@@ -182,6 +206,7 @@ def masks(
     erk_power_scale: float,
     dataset: str,
     image_size: int | None,
+    frames: int | None,
     delta_t: int,
     output_format: str,
 ) -> None:
@@ -196,9 +221,11 @@ def masks(
         raise UserError(f"--erk-power-scale must be a positive number, got {erk_power_scale}")
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels, got {image_size}")
+    if frames is not None and frames < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
     if delta_t < 1:
         raise UserError(f"--delta-t must be at least 1 step, got {delta_t}")
-    net, input_shape = model_and_input_shape(ctx.find_root().obj, model, dataset, image_size)
+    net, input_shape = model_and_input_shape(ctx.find_root().obj, model, dataset, image_size, frames)
     report = mask_report(
         net,
         input_shape,
@@ -214,7 +241,8 @@ def masks(
         click.echo(json.dumps(report, indent=2))
         return
     kept = [label for label, flag in (("first", dense_first), ("last", dense_last)) if flag]
-    title = f"{dataset} · {model} · {input_shape[-1]} px · {distribution} {sparsity:.0%} sparse" + (
+    clip = f"{input_shape[1]} frames of " if len(input_shape) == 4 else ""
+    title = f"{dataset} · {model} · {clip}{input_shape[-1]} px · {distribution} {sparsity:.0%} sparse" + (
         f" · {' and '.join(kept)} dense" if kept else ""
     )
     make_reporter().result(report_tables(report, title))

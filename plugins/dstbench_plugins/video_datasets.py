@@ -235,10 +235,16 @@ def load_moving_digits(request: LoadRequest) -> DataSplits:
     if request.frames is not None and request.frames > FRAMES:
         raise UserError(f"--frames {request.frames}: {MOVING_DIGITS} clips have {FRAMES} frames; choose at most that")
     spec = ClipSpec(request.frames or FRAMES, request.frame_stride or 1, CANVAS, CANVAS)
+    span = (spec.frames - 1) * spec.stride + 1
+    if span > FRAMES:  # every clip is this short: the stride would shrink in all of them, unlike what was asked
+        raise UserError(
+            f"--frames {spec.frames} --frame-stride {spec.stride}: a clip spans {span} frames; {MOVING_DIGITS} "
+            f"clips have {FRAMES}, so choose (frames - 1) x stride + 1 <= {FRAMES} (e.g. --frames 8 --frame-stride 2)"
+        )
     folder = moving_digits_folder(request.data_dir)
     sizes = manifest_sizes(folder) if request.data_dir is not None else SPLIT_SIZES
     files = ensure_moving_digits(folder, request.reporter, sizes)
-    return video_splits(request, MOVING_DIGITS, files, spec, Augment(crop_padding=2, hflip=False))
+    return video_splits(request, MOVING_DIGITS, files, spec, Augment(crop_padding=2, hflip=False), FPS)
 
 
 # --- UCF101, HMDB51 and folders of videos --------------------------------------------------------------------------
@@ -249,6 +255,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 # r3d_18's input: frames resized to a short side of 128, cropped to 112. A stride of 2 takes 16 frames from 31, about
 # 1.2 s at UCF101's 25 fps and HMDB51's 30: close to torchvision's reference training of r3d_18 (16 frames at 15 fps).
 CLIP_FRAMES, CLIP_STRIDE, CLIP_SIZE, CLIP_SHORT_SIDE = 16, 2, 112, 128
+UCF101_FPS, HMDB51_FPS = 25, 30  # as released (a few UCF101 videos run at 29.97)
 ACTION_AUGMENT = Augment(crop_padding=8, hflip=True)
 VIDEO_FOLDER_MAX_CLASSES = 400  # Kinetics-400 fits; the model has this many outputs
 UCF101_SOURCE = (
@@ -268,12 +275,17 @@ def _action_clips(request: LoadRequest) -> ClipSpec:
 
 
 def _load_found(
-    request: LoadRequest, name: str, folder: Path, files_of: Callable[[Path], FileSplits], num_classes: int
+    request: LoadRequest,
+    name: str,
+    folder: Path,
+    files_of: Callable[[Path], FileSplits],
+    num_classes: int,
+    fps: float | None = None,
 ) -> DataSplits:
     files = files_of(folder)
     if len(files.classes) > num_classes:
         raise UserError(f"{folder} has {len(files.classes)} classes; {name} allows at most {num_classes}")
-    return video_splits(request, name, files, _action_clips(request), ACTION_AUGMENT)
+    return video_splits(request, name, files, _action_clips(request), ACTION_AUGMENT, fps)
 
 
 def load_ucf101(request: LoadRequest) -> DataSplits:
@@ -282,7 +294,7 @@ def load_ucf101(request: LoadRequest) -> DataSplits:
     folder = find_dir(dirs, UCF101_LISTS)
     if folder is None:
         raise not_found("ucf101", dirs, UCF101_SOURCE)
-    return _load_found(request, "ucf101", folder, lambda found: ucf101_files(found, request.split), 101)
+    return _load_found(request, "ucf101", folder, lambda found: ucf101_files(found, request.split), 101, UCF101_FPS)
 
 
 def load_hmdb51(request: LoadRequest) -> DataSplits:
@@ -291,7 +303,7 @@ def load_hmdb51(request: LoadRequest) -> DataSplits:
     folder = find_dir(dirs, HMDB51_LISTS)
     if folder is None:
         raise not_found("hmdb51", dirs, HMDB51_SOURCE)
-    return _load_found(request, "hmdb51", folder, lambda found: hmdb51_files(found, request.split), 51)
+    return _load_found(request, "hmdb51", folder, lambda found: hmdb51_files(found, request.split), 51, HMDB51_FPS)
 
 
 def load_video_folder(request: LoadRequest) -> DataSplits:

@@ -43,18 +43,25 @@ class ClipCache:
             self._folder = default_cache_dir()
         return self._folder
 
-    def path(self, clip: np.ndarray, corruption: str, severity: int, key: int | None) -> Path:
-        """Where the entry of this clip lies; `key` is the clip's random key, None for deterministic corruptions."""
-        content = hashlib.blake2b(repr((FORMAT, clip.shape, str(clip.dtype))).encode(), digest_size=16)
+    def path(self, clip: np.ndarray, corruption: str, severity: int, key: int | None, variant: str = "") -> Path:
+        """Where the entry of this clip lies; `key` is the clip's random key, None for deterministic corruptions;
+        `variant` anything else the result depends on (frame_rate: the clip's frame rate)."""
+        content = hashlib.blake2b(repr((FORMAT, clip.shape, str(clip.dtype), variant)).encode(), digest_size=16)
         content.update(np.ascontiguousarray(clip).data)
         name = f"{corruption}-{severity}-{'x' if key is None else f'{key:08x}'}-{content.hexdigest()}.bin"
         return self.folder / corruption / name
 
     def get(
-        self, clip: np.ndarray, corruption: str, severity: int, key: int | None, compute: Callable[[], np.ndarray]
+        self,
+        clip: np.ndarray,
+        corruption: str,
+        severity: int,
+        key: int | None,
+        compute: Callable[[], np.ndarray],
+        variant: str = "",
     ) -> np.ndarray:
         """The cached result for this clip, else `compute()`'s (same shape and dtype as the clip), stored."""
-        path = self.path(clip, corruption, severity, key)
+        path = self.path(clip, corruption, severity, key, variant)
         try:
             stored = path.read_bytes()
         except FileNotFoundError:

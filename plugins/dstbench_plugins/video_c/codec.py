@@ -11,6 +11,7 @@ frame that is missing repeats the last one decoded before it, or is mid-grey if 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,7 +34,7 @@ __all__ = [
     "packet_loss",
 ]
 
-SOURCE_FPS = 30  # the frame rate clips are taken to have (Kinetics' and UCF101's are 25-30 fps)
+SOURCE_FPS = 30  # the frame rate of clips whose video's is not known (Kinetics' and UCF101's are 25-30 fps)
 MIN_SIDE = 16  # libx265 refuses smaller frames
 # yuv420p needs even sides; libx265 (PyAV 18's build) corrupts the heap on some frame sides that are not multiples
 # of 32, 40 and 48 px among them.
@@ -150,14 +151,15 @@ def h265_crf(clip: np.ndarray, crf: int, uniform: Uniform) -> np.ndarray:
     return _round_trip(clip, "libx265", {"crf": str(crf)})
 
 
-def frame_rate(clip: np.ndarray, fps: int, uniform: Uniform) -> np.ndarray:
-    """The clip resampled to `fps` (each output frame the source frame nearest its time, as FFmpeg's fps filter),
-    encoded with libx265 at its default quality, decoded, and shown again at the source rate: each of the T frames
-    is the low-rate frame on screen at its time."""
+def frame_rate(clip: np.ndarray, fps: int, uniform: Uniform, clip_fps: Fraction = Fraction(SOURCE_FPS)) -> np.ndarray:
+    """The clip, shown at `clip_fps`, resampled to `fps` (each output frame the source frame nearest its time, as
+    FFmpeg's fps filter), encoded with libx265 at its default quality, decoded, and shown again at the clip's rate:
+    each of the T frames is the low-rate frame on screen at its time."""
     frames = len(clip)
-    low_rate = -(-frames * fps // SOURCE_FPS)
-    picks = np.minimum(np.floor(np.arange(low_rate) * SOURCE_FPS / fps + 0.5).astype(np.int64), frames - 1)
-    shown = (np.arange(frames) * fps) // SOURCE_FPS
+    ratio = Fraction(fps) / clip_fps  # low-rate frames per clip frame
+    low_rate = math.ceil(frames * ratio)
+    picks = [min(math.floor(j / ratio + Fraction(1, 2)), frames - 1) for j in range(low_rate)]
+    shown = [math.floor(t * ratio) for t in range(frames)]
     coded = decode(encode(clip[picks], "libx265", {}, fps), low_rate, *clip.shape[1:3])
     return coded[shown]
 

@@ -122,17 +122,33 @@ FRAME_SUITE = TableSuite(
 # --- per-clip ----------------------------------------------------------------------------------------------------
 
 
-def motion_blur(clips: torch.Tensor, half_window: int, rng: SampleRNG) -> torch.Tensor:
-    """Frame t becomes trunc(mean of the 2c frames t - c … t + c - 1), as the reference (c = half_window); frame
+def motion_blur(clips: torch.Tensor, half_window: int, rng: SampleRNG, stride: int = 1) -> torch.Tensor:
+    """Yi et al.'s blur: video frame u becomes trunc(mean of the 2c video frames u - c … u + c - 1), c = half_window.
+    A clip holds every `stride`-th frame of its video, so each video frame of the window is interpolated linearly
+    between the clip's two frames around it; at stride 1 that is the reference's mean of 2c clip frames. Frame
     indices are clamped to the clip, so its first and last frames stand in for frames past its ends (the reference
-    drops the 2c frames whose window leaves the video)."""
+    drops the 2c frames whose window leaves the video). Integer weights, exact: video frame t·s + d weighs s - (d mod
+    s) on clip frame t + floor(d / s) and d mod s on the next."""
+    weights: dict[int, int] = {}
+    for d in range(-half_window, half_window):
+        offset, rest = divmod(d, stride)
+        weights[offset] = weights.get(offset, 0) + stride - rest
+        if rest:
+            weights[offset + 1] = weights.get(offset + 1, 0) + rest
+    before, after = -min(weights), max(weights)
     frames = clips.shape[2]
-    first = clips[:, :, :1].expand(-1, -1, half_window, -1, -1)
-    last = clips[:, :, -1:].expand(-1, -1, half_window - 1, -1, -1)
-    padded = torch.cat([torch.zeros_like(clips[:, :, :1]), first, clips, last], dim=2).to(torch.int32)
-    sums = padded.cumsum_(2)  # sums[k] = frames up to clamp(k - c - 1)
-    window = sums[:, :, 2 * half_window : 2 * half_window + frames] - sums[:, :, :frames]
-    return window.div_(2 * half_window, rounding_mode="floor").to(torch.uint8)
+    padded = torch.cat(
+        [
+            clips[:, :, :1].expand(-1, -1, before, -1, -1),
+            clips,
+            clips[:, :, -1:].expand(-1, -1, after, -1, -1),
+        ],
+        dim=2,
+    ).to(torch.int32)
+    total = torch.zeros_like(clips, dtype=torch.int32)
+    for offset, weight in weights.items():
+        total.add_(padded[:, :, before + offset : before + offset + frames], alpha=weight)
+    return total.div_(2 * half_window * stride, rounding_mode="floor").to(torch.uint8)
 
 
 def fog(clips: torch.Tensor, parameter: tuple[float, float], rng: SampleRNG) -> torch.Tensor:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dstbench.corruption import CorruptionSuite, SampleRNG
+from dstbench.corruption import CorruptionSuite, SampleRNG, SuiteRequest
 from dstbench.errors import UserError
 from dstbench_plugins.video_c import codec
 from dstbench_plugins.video_c.cache import ClipCache
@@ -25,12 +27,9 @@ from dstbench_plugins.video_c.frames import FRAME_SUITE, fog, from_frames, motio
 
 __all__ = ["CLIP_CORRUPTIONS", "CODEC_CORRUPTIONS", "VideoSuite"]
 
-ClipFunction = Callable[[torch.Tensor, object, SampleRNG], torch.Tensor]
-
-CLIP_CORRUPTIONS: dict[str, tuple[ClipFunction, tuple]] = {
-    "motion_blur": (motion_blur, (3, 5, 7, 9, 11)),
-    "fog": (fog, ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))),
-}
+MOTION_BLUR = (3, 5, 7, 9, 11)  # c: each video frame the mean of 2c
+FOG = ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
+CLIP_CORRUPTIONS = ("motion_blur", "fog")
 # Deterministic ones ignore the clip's random key and are cached by content alone.
 CODEC_CORRUPTIONS: dict[str, tuple[Callable[[np.ndarray, object, codec.Uniform], np.ndarray], tuple, bool]] = {
     "bit_error": (codec.bit_error, (100000, 50000, 30000, 20000, 10000), True),
@@ -42,7 +41,7 @@ CODEC_CORRUPTIONS: dict[str, tuple[Callable[[np.ndarray, object, codec.Uniform],
 CODEC_THREADS = os.cpu_count() or 1
 SUBSETS = {
     "frame": FRAME_SUITE.corruptions,
-    "clip": tuple(CLIP_CORRUPTIONS),
+    "clip": CLIP_CORRUPTIONS,
     "codec": tuple(CODEC_CORRUPTIONS),
 }
 
@@ -58,8 +57,18 @@ class VideoSuite(CorruptionSuite):
     resolution = "224 px (Yi et al. 2021 parameters)"
     subsets = SUBSETS
 
-    def __init__(self, cache_dir: Path | None = None):
+    def __init__(self, cache_dir: Path | None = None, video_fps: float = codec.SOURCE_FPS, frame_stride: int = 1):
         self.cache = ClipCache(cache_dir)
+        # Motion blur and frame rate are defined on a video's own frames: a clip holds every `frame_stride`-th of
+        # them, shown at video_fps / frame_stride.
+        self.frame_stride = frame_stride
+        self.clip_fps = Fraction(video_fps).limit_denominator(1001) / frame_stride
+
+    def prepare(self, request: SuiteRequest) -> VideoSuite:
+        """This suite for clips of the run's videos (their frame rate and stride)."""
+        if request.video_fps is None and request.frame_stride == 1:
+            return self
+        return VideoSuite(self.cache.folder, request.video_fps or codec.SOURCE_FPS, request.frame_stride)
 
     def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
         if channels != 3:
@@ -82,14 +91,17 @@ class VideoSuite(CorruptionSuite):
         if corruption in FRAME_SUITE.corruptions:
             frames = FRAME_SUITE.corrupt(to_frames(images), corruption, severity, rng.frames(images.shape[2]))
             return from_frames(frames, len(images))
-        if corruption in CLIP_CORRUPTIONS:
-            function, parameters = CLIP_CORRUPTIONS[corruption]
-            return function(images, parameters[severity - 1], rng)
+        if corruption == "motion_blur":
+            return motion_blur(images, MOTION_BLUR[severity - 1], rng, self.frame_stride)
+        if corruption == "fog":
+            return fog(images, FOG[severity - 1], rng)
         return self._codec(images, corruption, severity, rng)
 
     def _codec(self, clips: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
         function, parameters, random = CODEC_CORRUPTIONS[corruption]
-        parameter = parameters[severity - 1]
+        parameter, variant = parameters[severity - 1], ""
+        if corruption == "frame_rate":
+            function, variant = partial(codec.frame_rate, clip_fps=self.clip_fps), f"{self.clip_fps} fps"
         frames = clips.permute(0, 2, 3, 4, 1).cpu().numpy()  # (N, T, H, W, 3)
         keys = rng.keys.cpu()
 
@@ -100,7 +112,8 @@ class VideoSuite(CorruptionSuite):
                 return streams.uniform((count,), stream=index)[0].to(torch.float64).numpy()
 
             key = int(keys[i]) & 0xFFFFFFFF if random else None
-            return self.cache.get(frames[i], corruption, severity, key, lambda: function(frames[i], parameter, uniform))
+            compute = partial(function, frames[i], parameter, uniform)
+            return self.cache.get(frames[i], corruption, severity, key, compute, variant)
 
         # FFmpeg releases the GIL and each encoder runs one thread (for reproducible bytes): clips go in parallel.
         with ThreadPoolExecutor(CODEC_THREADS) as pool:
