@@ -22,6 +22,7 @@ import torch
 
 from dstbench.config import TRAIN
 from dstbench.errors import UserError
+from dstbench.train import resolve_precision
 
 if TYPE_CHECKING:
     from dstbench.config import RunConfig
@@ -32,9 +33,11 @@ MODEL_FORMAT = "dstbench-model"
 VERSION = 1
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None, sync: bool = True) -> None:
     """Call `write(tmp)` and rename tmp over `path`. The file keeps mkstemp's private 0600 unless `mode` is given
-    (0o644 for a file to publish or commit)."""
+    (0o644 for a file to publish or commit). With `sync` the data reach the disk before the rename, and the rename
+    before this returns: otherwise a power cut could leave the new name on an empty file, the old one gone. Caches,
+    which are checked when read and rebuilt when wrong, skip that (an fsync per file would cost more than them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -42,14 +45,34 @@ def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = N
         write(Path(tmp))
         if mode is not None:
             os.chmod(tmp, mode)
+        if sync:
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync:
+        _fsync(path.parent, directory=True)
 
 
-def write_json(path: Path, data: Any, mode: int | None = None) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"), mode)
+def _fsync(path: str | Path, *, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:  # some systems cannot open a directory; its entry then reaches the disk in its own time
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any, mode: int | None = None, sync: bool = True) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"), mode, sync)
 
 
 def sha256(path: Path) -> str:
@@ -110,6 +133,8 @@ def save_training(run: Run, path: Path) -> None:
         "algorithm": run.algorithm.state_dict(),
         "rng": _rng_state(run),
         "history": [vars(s) for s in run.history],
+        "device_type": run.device.type,
+        "precision": resolve_precision(run.config.precision, run.device),
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -136,8 +161,18 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def restore_training(run: Run, state: dict[str, Any]) -> None:
+    """Continue where `save_training` left off: model, optimizer (momentum), scheduler, counters, history and the
+    random number generators. A run moves to another kind of device only by starting over: its generators (the
+    algorithm's lives on the device) and its precision (`--precision auto`) would change under it."""
     from dstbench.train import EpochStats
 
+    saved = state.get("device_type", run.device.type), state.get("precision", run.precision)
+    if saved != (run.device.type, run.precision):
+        raise UserError(
+            f"the checkpoint was trained on {saved[0]} in {saved[1]} up to epoch {state['epoch']}; this process "
+            f"would continue on {run.device.type} in {run.precision}: resume it on a {saved[0]} device (--device), "
+            "or start the run again"
+        )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

@@ -6,12 +6,16 @@ Launch with torchrun, which sets RANK, WORLD_SIZE and LOCAL_RANK:
     torchrun --nnodes 2 --node-rank 0 --master-addr HOST --nproc-per-node 8 --no-python dstbench run ...
 
 `--batch-size` stays the global batch: each process trains on its share of every batch, so a run on N GPUs
-follows the same data order and augmentation as on one. Rank 0 writes checkpoints, evaluates and writes the entry.
+follows the same data order and augmentation as on one. Every process evaluates its share of the test set; rank 0
+writes checkpoints and the entry. `dstbench sweep` under torchrun runs one run after another in one process group
+(`one_group`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,10 +56,12 @@ class Distributed:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     def shutdown(self) -> None:
-        """Wait for every process, then leave the process group (so none exits while another still talks)."""
+        """Wait for every process, then leave the process group (so none exits while another still talks); inside
+        `one_group`, stay in it for the next run."""
         if self.enabled and dist.is_initialized():
             dist.barrier()
-            dist.destroy_process_group()
+            if not _State.one_group:
+                dist.destroy_process_group()
 
     def barrier(self) -> None:
         if self.enabled:
@@ -66,3 +72,26 @@ class Distributed:
         if self.enabled:
             dist.all_reduce(tensor)
         return tensor
+
+
+class _State:
+    one_group = False  # inside `one_group`: runs keep the process group
+
+
+@contextlib.contextmanager
+def one_group() -> Iterator[None]:
+    """Runs inside share one process group, created by the first and left at the end: a process cannot create a
+    second one after leaving the first (gloo fails to connect), so a sweep under torchrun keeps it."""
+    _State.one_group = True
+    try:
+        yield
+    except BaseException:
+        if dist.is_initialized():  # no barrier: another process may be gone
+            dist.destroy_process_group()
+        raise
+    else:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    finally:
+        _State.one_group = False

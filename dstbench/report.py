@@ -118,8 +118,11 @@ class _PlainTask:
 
 
 class PlainReporter:
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    """Plain lines; `quiet`: no progress or info, `warnings`: False also silences warnings (torch.distributed's
+    processes other than rank 0, which would repeat rank 0's)."""
+
+    def __init__(self, quiet: bool = False, warnings: bool = True):
+        self.quiet, self.warnings = quiet, warnings
         self.out = Console(file=sys.stdout, no_color=True, soft_wrap=True, width=160)
 
     def info(self, message: str) -> None:
@@ -127,7 +130,8 @@ class PlainReporter:
             print(Text.from_markup(message).plain, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
-        print(f"warning: {Text.from_markup(message).plain}", file=sys.stderr, flush=True)
+        if self.warnings:
+            print(f"warning: {Text.from_markup(message).plain}", file=sys.stderr, flush=True)
 
     def result(self, renderable: RenderableType | str) -> None:
         self.out.print(renderable, highlight=False)

@@ -187,6 +187,21 @@ class RunLock:
             self.file = None
 
 
+def _lock(lock: RunLock, dist: Distributed, device: torch.device, take: bool = True) -> None:
+    """Rank 0 takes the run folder's lock (if `take`, as rank 0 sees it); under torch.distributed every process then
+    raises when it could not, so that none trains on alone. Every process must call this at the same point."""
+    refused = None
+    if dist.is_main and take:
+        try:
+            lock.acquire()
+        except UserError as exc:
+            refused = exc
+    if dist.enabled and int(dist.sum(torch.tensor([refused is not None], dtype=torch.int32, device=device))):
+        raise refused or UserError(f"{lock.folder} is in use by another dstbench process")
+    if refused:
+        raise refused
+
+
 def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | None:
     """Train (or resume), evaluate and write the entry. Under torch.distributed every process trains, and rank 0
     evaluates and returns the entry; the others return None. The run folder is locked (`RunLock`) from when it
@@ -202,19 +217,18 @@ def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock
     registry = plugins.registry
     run_dir = run_dir_of(cfg)
     dist = Distributed.from_env()
-    if dist.is_main and run_dir.path.is_dir():
-        lock.acquire()  # before looking at what the folder holds
+    if dist.enabled and cfg.batch_size % dist.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} processes")
+    device = dist.device(resolve_device(cfg.device))
+    dist.init(device)
+    _lock(lock, dist, device, run_dir.path.is_dir())  # before looking at what the folder holds
     if cfg.resume and not run_dir.has_run():
         raise UserError(f"nothing to resume in {run_dir.path}: it holds no checkpoint.pt, model.pt or entry.json")
     if not cfg.resume and run_dir.has_run():
         raise UserError(f"{run_dir.path} already holds a run; pass --resume to continue it, or choose another --out")
     if cfg.resume and run_dir.entry.exists():
         raise UserError(f"the run in {run_dir.path} is complete; its results are in {run_dir.entry}")
-    if dist.enabled and cfg.batch_size % dist.world_size:
-        raise UserError(f"--batch-size {cfg.batch_size} does not split over {dist.world_size} processes")
-    device = dist.device(resolve_device(cfg.device))
-    dist.init(device)
-    reporter = reporter if dist.is_main else PlainReporter(quiet=True)
+    reporter = reporter if dist.is_main else PlainReporter(quiet=True, warnings=False)
     channels_last = use_channels_last(cfg, device)
     finished = checkpoint.load_model(run_dir.model, cfg) if cfg.resume and run_dir.model.exists() else None
     state = checkpoint.load_training(run_dir.checkpoint, cfg) if cfg.resume and not finished else None
@@ -256,8 +270,7 @@ def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock
             reporter.info(f"resuming {run_dir.path} after epoch {run.epoch}/{cfg.epochs}")
         algorithm.setup(run, state["algorithm"] if state else None)
         run_dir.path.mkdir(parents=True, exist_ok=True)
-        if dist.is_main:
-            lock.acquire()
+        _lock(lock, dist, device)
         plugins.register(algorithm, name=f"algorithm:{cfg.algo}")
         try:
             result = trainer.fit(run)

@@ -9,12 +9,15 @@ with dense training paired by seed, so a reader sees whether a gain is larger th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -128,19 +131,40 @@ def plan(
         )
         for algo, sparsity, seed in grid.points(registry)
     ]
+    _check_distinct(configs)
     sweep_dir = Path(out) if out else Path("sweeps") / f"{configs[0].dataset}-{configs[0].model}"
     return sweep_dir, [_in_sweep(cfg, sweep_dir) for cfg in configs]
 
 
+def _check_distinct(configs: list[RunConfig]) -> None:
+    """Two grid points that would share a run directory (sparsities equal to 6 significant digits) are refused:
+    the second would be skipped as finished, or fail on the first's checkpoint, every time."""
+    seen: dict[str, RunConfig] = {}
+    for cfg in configs:
+        other = seen.setdefault(cfg.run_id, cfg)
+        if other is not cfg:
+            raise UserError(
+                f"--sparsity {other.sparsity!r} and {cfg.sparsity!r} share the run directory {cfg.run_id}; "
+                "give sparsities that differ within 6 significant digits"
+            )
+
+
 def _in_sweep(cfg: RunConfig, sweep_dir: Path) -> RunConfig:
     """The run in its directory, resumed when it has started; an existing entry must have the same settings."""
+    cfg = dataclasses.replace(cfg, out=str(sweep_dir / "runs" / cfg.run_id))
+    return _prepared(cfg) or cfg
+
+
+def _prepared(cfg: RunConfig) -> RunConfig | None:
+    """The run as its directory holds it now: None when it is finished (with the same settings), else resumed when
+    it has started. Asked again just before each run starts, as another sweep on the same --out may have moved on."""
     from dstbench.runner import run_dir_of
 
-    cfg = dataclasses.replace(cfg, out=str(sweep_dir / "runs" / cfg.run_id))
     run_dir = run_dir_of(cfg)
     if run_dir.entry.exists():
         _check_finished(cfg, run_dir.entry)
-    return dataclasses.replace(cfg, resume=run_dir.has_run() and not run_dir.entry.exists())
+        return None
+    return dataclasses.replace(cfg, resume=run_dir.has_run())
 
 
 def _check_finished(cfg: RunConfig, entry_path: Path) -> None:
@@ -160,25 +184,49 @@ def _read_entry(path: Path) -> dict[str, Any]:
 
 # --- running -----------------------------------------------------------------------------------------------------
 
+STOP_GRACE_S = 10.0  # how long an interrupted sweep waits for its subprocesses to stop before it kills them
+
 
 @dataclass(frozen=True)
 class Outcome:
     cfg: RunConfig
     seconds: float
-    entry: dict[str, Any] | None = None
+    entry: dict[str, Any] | None = None  # None also on a torch.distributed process other than rank 0
     error: str | None = None  # one line, when the run failed
+    skipped: bool = False  # finished by then (by another sweep on the same directory)
+
+
+def _one_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _ready(cfg: RunConfig) -> RunConfig | Outcome:
+    """The run as it starts now (resumed or not), or its outcome when there is nothing to run."""
+    try:
+        prepared = _prepared(cfg)
+    except UserError as exc:
+        return Outcome(cfg, 0.0, error=str(exc))
+    return Outcome(cfg, 0.0, skipped=True) if prepared is None else prepared
 
 
 def run_here(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Outcome:
-    """The run in this process; a UserError fails only this run."""
+    """The run in this process; an error fails only this run, in one line, as in a subprocess. Under
+    torch.distributed only a UserError (which every process meets alike) is caught: a process that went on after
+    an error of its own would wait for the others forever, so it stops and torchrun stops the others."""
+    from dstbench.distributed import Distributed
     from dstbench.runner import execute
 
     start = time.perf_counter()
     try:
-        entry = execute(cfg, plugins, reporter).to_dict()
+        entry = execute(cfg, plugins, reporter)
     except UserError as exc:
         return Outcome(cfg, time.perf_counter() - start, error=str(exc))
-    return Outcome(cfg, time.perf_counter() - start, entry=entry)
+    except Exception as exc:
+        if Distributed.from_env().enabled:
+            raise
+        return Outcome(cfg, time.perf_counter() - start, error=_one_line(exc))
+    return Outcome(cfg, time.perf_counter() - start, entry=None if entry is None else entry.to_dict())
 
 
 def run_args(cfg: RunConfig) -> list[str]:
@@ -199,45 +247,139 @@ def run_args(cfg: RunConfig) -> list[str]:
     return args
 
 
-def run_subprocess(cfg: RunConfig, device: str, env: Mapping[str, str]) -> Outcome:
-    """The run as `python -m dstbench run` on `device`; a failure is the last line of its stderr."""
+def child_device(device: str, devices: list[str], environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The --device and the environment of a subprocess on `device`. A GPU is the only one the subprocess sees
+    (CUDA_VISIBLE_DEVICES, as cuda:0), so nothing it does on the 'current' GPU lands on another run's. Parallel CPU
+    runs share the cores rather than each taking all of them (unless OMP_NUM_THREADS is set)."""
+    env = dict(environ)
+    if device.startswith("cuda"):
+        index = int(device[5:] or 0)
+        visible = [part.strip() for part in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[index] if index < len(visible) else str(index)
+        return "cuda:0", env
+    if device == "cpu":
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices.count("cpu"))))
+    return device, env
+
+
+class Children:
+    """The sweep's running subprocesses. Each runs in its own session, so a Ctrl-C reaches the sweep alone, which
+    passes it on (`stop`) and waits for them: none goes on training after the sweep has stopped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def run(self, command: list[str], env: Mapping[str, str]) -> tuple[int, str] | None:
+        """The exit code and stderr of `command`; None when the sweep is stopping."""
+        with self.lock:
+            if self.stopping:
+                return None
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
+            self.running.add(child)
+        try:
+            _, stderr = child.communicate()
+        finally:
+            with self.lock:
+                self.running.discard(child)
+        return child.returncode, stderr
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGINT to every running subprocess (a run stops as on Ctrl-C), SIGKILL to those left after `grace` s."""
+        with self.lock:
+            self.stopping = True
+            running = list(self.running)
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace
+        while any(child.poll() is None for child in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child in running:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+
+
+def _failure(returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"exit code {returncode}"
+
+
+def run_subprocess(cfg: RunConfig, device: str, devices: list[str], children: Children) -> Outcome | None:
+    """The run as `python -m dstbench run` on `device`; a failure is the last line of its stderr. None when the
+    sweep stopped before the run started."""
     from dstbench.runner import run_dir_of
 
-    command = [sys.executable, "-m", "dstbench", "run", *run_args(dataclasses.replace(cfg, device=device, quiet=True))]
+    ready = _ready(cfg)
+    if isinstance(ready, Outcome):
+        return ready
+    flag, env = child_device(device, devices, os.environ)
+    command = [sys.executable, "-m", "dstbench", "run", *run_args(dataclasses.replace(ready, device=flag, quiet=True))]
     start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    done = children.run(command, env)
+    if done is None:
+        return None
     seconds = time.perf_counter() - start
-    if done.returncode:
-        lines = done.stderr.strip().splitlines()
-        return Outcome(cfg, seconds, error=lines[-1] if lines else f"exit code {done.returncode}")
+    if done[0]:
+        return Outcome(cfg, seconds, error=f"{_failure(*done)} (on {device})")
     return Outcome(cfg, seconds, entry=_read_entry(run_dir_of(cfg).entry))
 
 
-def _environment(device: str, devices: list[str]) -> dict[str, str]:
-    """Parallel CPU runs share the cores rather than each taking all of them (unless OMP_NUM_THREADS is set)."""
-    if device != "cpu":
-        return dict(os.environ)
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // devices.count("cpu"))), **os.environ}
-
-
 def run_parallel(configs: list[RunConfig], devices: list[str]) -> Iterator[Outcome]:
-    """The runs in subprocesses, at most one per listed device at a time; outcomes in the order they finish."""
+    """The runs in subprocesses, at most one per listed device at a time; outcomes in the order they finish. When
+    the caller stops (Ctrl-C, an error), no run starts any more and the running ones are stopped."""
     free: queue.SimpleQueue[str] = queue.SimpleQueue()
     for device in devices:
         free.put(device)
+    children = Children()
 
-    def on_free_device(cfg: RunConfig) -> Outcome:
+    def on_free_device(cfg: RunConfig) -> Outcome | None:
         device = free.get()
         try:
-            return run_subprocess(cfg, device, _environment(device, devices))
+            return run_subprocess(cfg, device, devices, children)
         finally:
             free.put(device)
 
     pool = ThreadPoolExecutor(max_workers=len(devices))
     try:
-        yield from (future.result() for future in as_completed([pool.submit(on_free_device, c) for c in configs]))
+        for future in as_completed([pool.submit(on_free_device, c) for c in configs]):
+            outcome = future.result()
+            if outcome is not None:
+                yield outcome
     finally:
-        pool.shutdown(cancel_futures=True)  # on Ctrl-C: no new runs; the running ones stop on their own SIGINT
+        children.stop()
+        pool.shutdown(cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch scheduler, `kill`) stops the sweep as Ctrl-C does: the subprocesses are stopped too."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _label(cfg: RunConfig) -> str:
@@ -251,10 +393,11 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """One line per run: '[3/45] rigl s=0.3 seed=1  clean 93.10  mPC 85.20  (2m13s)'."""
+    """One line per run: '[3/45] rigl s=0.3 seed=1  clean 93.10  mPC 85.20  (2m13s)'. Silent (`show` false) on a
+    torch.distributed process other than rank 0, which still counts the failures."""
 
-    def __init__(self, reporter: Reporter, total: int):
-        self.reporter, self.total, self.count = reporter, total, 0
+    def __init__(self, reporter: Reporter, total: int, show: bool = True):
+        self.reporter, self.total, self.count, self.show = reporter, total, 0, show
         self.failed: list[Outcome] = []
 
     def _line(self, cfg: RunConfig, text: str) -> str:
@@ -262,16 +405,20 @@ class Progress:
         return escape(f"[{self.count}/{self.total}] {_label(cfg)}  {text}")
 
     def skipped(self, cfg: RunConfig) -> None:
-        self.reporter.result(self._line(cfg, "skip (entry.json exists)"))
+        if self.show:
+            self.reporter.result(self._line(cfg, "skip (entry.json exists)"))
 
     def finished(self, outcome: Outcome) -> None:
         time_taken = _duration(outcome.seconds)
-        if outcome.entry is None:
+        if outcome.skipped:
+            self.skipped(outcome.cfg)
+        elif outcome.error is not None:
             self.failed.append(outcome)
-            self.reporter.warn(self._line(outcome.cfg, f"failed ({time_taken}): {outcome.error}"))
-            return
-        clean, mpc = outcome.entry["clean_acc"], outcome.entry["corruptions_acc"]
-        self.reporter.result(self._line(outcome.cfg, f"clean {clean:.2f}  mPC {mpc:.2f}  ({time_taken})"))
+            if self.show:
+                self.reporter.warn(self._line(outcome.cfg, f"failed ({time_taken}): {outcome.error}"))
+        elif self.show and outcome.entry is not None:
+            clean, mpc = outcome.entry["clean_acc"], outcome.entry["corruptions_acc"]
+            self.reporter.result(self._line(outcome.cfg, f"clean {clean:.2f}  mPC {mpc:.2f}  ({time_taken})"))
 
 
 # --- the summary -------------------------------------------------------------------------------------------------
@@ -563,37 +710,52 @@ def sweep(
     with a checkpoint is resumed: run the same command again to continue an interrupted sweep. Writes
     <out>/runs/<run id>/, <out>/summary.json and <out>/summary.png.
     """
+    from dstbench.distributed import Distributed, one_group
+
     plugins: Plugins = ctx.find_root().obj
     device_list = _devices(devices)
+    dist = Distributed.from_env()
+    if dist.enabled and len(device_list) > 1:
+        raise UserError("--devices: under torchrun every run already uses all its processes; leave --devices out")
     run_flags = {**given(flags), **({"device": device_list[0]} if len(device_list) == 1 else {})}
     sweep_dir, configs = plan(Grid.parse(algos, sparsities, seeds), run_flags, config_file, plugins.registry, out)
     check_writable(sweep_dir, "--out")
     _check_devices(device_list, configs[0])
     reporter = make_reporter(configs[0].quiet)
     try:
-        failed = _run_all(configs, device_list, plugins, reporter)
+        with one_group() if dist.enabled else contextlib.nullcontext():
+            failed = _run_all(configs, device_list, plugins, Progress(reporter, len(configs), show=dist.is_main))
     except KeyboardInterrupt:
         error = click.ClickException("interrupted; run the same command again to continue the sweep")
         error.exit_code = 130
         raise error from None
-    _report(configs, sweep_dir, reporter)
+    if dist.is_main:  # under torchrun, rank 0 speaks for all
+        _report(configs, sweep_dir, reporter)
+    if failed and not dist.is_main:
+        ctx.exit(1)
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(configs)} runs failed; run the same command to retry them")
 
 
-def _run_all(configs: list[RunConfig], devices: list[str], plugins: Plugins, reporter: Reporter) -> list[Outcome]:
+def _run_all(configs: list[RunConfig], devices: list[str], plugins: Plugins, progress: Progress) -> list[Outcome]:
+    """Every run not finished yet, the failed ones again; whether a run is finished or started is asked again just
+    before it starts."""
     from dstbench.runner import run_dir_of
 
-    progress = Progress(reporter, len(configs))
     todo = []
     for cfg in configs:
         if run_dir_of(cfg).entry.exists():
             progress.skipped(cfg)
         else:
             todo.append(cfg)
-    outcomes = run_parallel(todo, devices) if len(devices) > 1 else (run_here(c, plugins, reporter) for c in todo)
-    for outcome in outcomes:
-        progress.finished(outcome)
+    if len(devices) > 1:
+        with _sigterm_as_interrupt():
+            for outcome in run_parallel(todo, devices):
+                progress.finished(outcome)
+    else:
+        for cfg in todo:
+            ready = _ready(cfg)
+            progress.finished(ready if isinstance(ready, Outcome) else run_here(ready, plugins, progress.reporter))
     return progress.failed
 
 

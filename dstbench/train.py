@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,7 +42,7 @@ class EpochStats:
     epoch: int  # 1-based
     loss: float
     train_acc: float  # percent
-    lr: float
+    lr: float  # the learning rate after the epoch, which the next one starts with (0 after a cosine schedule)
     seconds: float
     images: int
 
@@ -95,7 +96,8 @@ class Run:
     history: list[EpochStats] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.train_model = self.train_model or self.model
+        if self.train_model is None:  # not `or`: a module with __len__ (an empty Sequential, say) is falsy
+            self.train_model = self.model
 
     @property
     def steps_per_epoch(self) -> int:
@@ -105,14 +107,26 @@ class Run:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.config.epochs
 
+    @cached_property
+    def precision(self) -> str:
+        """'bf16' (autocast) or 'fp32', as `resolve_precision` decides for this run's device."""
+        return resolve_precision(self.config.precision, self.device)
+
     @property
     def bf16(self) -> bool:
-        return resolve_precision(self.config.precision, self.device) == "bf16"
+        return self.precision == "bf16"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'bf16' or 'fp32'; auto is bf16 autocast on CUDA and fp32 elsewhere."""
-    return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
+    """'bf16' or 'fp32'; auto is bf16 autocast on a GPU that computes in bf16 natively (CUDA compute capability 8
+    and later, ROCm) and fp32 elsewhere: older GPUs only emulate bf16, slower than fp32."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" and _native_bf16(device) else "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def _native_bf16(device: torch.device) -> bool:
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
 
 
 def model_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -148,6 +162,11 @@ class Trainer:
     defaults: ClassVar[dict[str, Any]] = {}  # recipe settings below the dataset's, e.g. {"lr": 0.01}
 
     def build_optimizer(self, cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+        """SGD (or AdamW) over all parameters, with weight decay on every one of them, batch-norm weights and biases
+        included. That is the recipe of the code this paper's group builds on (sparselearning, ITOP, GraNet:
+        `optim.SGD(model.parameters(), ..., weight_decay=5e-4)`); RigL's ImageNet code (the TPU ResNet's loss)
+        leaves batch-norm variables out of its L2 loss. A recipe that wants that overrides this method with two
+        parameter groups. Masked weights are zero and stay zero under decay, so it costs them nothing."""
         if cfg.optimizer == "adamw":
             return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         return torch.optim.SGD(

@@ -12,10 +12,11 @@ import torch
 import torch.multiprocessing as mp
 from conftest import run_config
 
+from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.plugins import Plugins
 from dstbench.report import PlainReporter
-from dstbench.runner import execute
+from dstbench.runner import RunLock, execute
 
 SETTINGS = {
     "algo": "rigl",
@@ -121,3 +122,39 @@ def test_torchrun_launches_the_cli(tmp_path):
     assert result.stdout.count("entry: ") == 1  # rank 0 reports, rank 1 stays quiet
     entry = json.loads((tmp_path / "run" / "entry.json").read_text())
     assert entry["algorithm"]["name"] == "set" and entry["sparsity"]["achieved"] == pytest.approx(0.3, abs=2e-3)
+
+
+def test_torchrun_runs_a_sweep_in_one_process_group(tmp_path):
+    """Every run of the sweep uses both processes; rank 0 alone reports and writes the summary."""
+    args = "--algo=dense --seeds=2 --epochs=1 --max-train-samples=128 --max-test-samples=50 --severities=3".split()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+    command += [str(_free_port()), "-m", "dstbench", "sweep", *args, "--device=cpu", f"--out={tmp_path / 'sweep'}"]
+    env = {**os.environ, "DSTBENCH_PLUGINS": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("[2/2] dense s=0 seed=1  clean") == 1 and result.stdout.count("summary: ") == 1
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [row["seeds"] for row in summary["rows"]] == [[0, 1]] and summary["missing"] == []
+
+
+def _refused_worker(rank, world_size, port, tmp_path):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
+    plugins = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+    try:
+        execute(run_config(plugins, tmp_path / "ddp", **SETTINGS), plugins, PlainReporter(quiet=True))
+    except UserError as exc:
+        (tmp_path / f"rank{rank}.txt").write_text(str(exc))
+
+
+def test_every_process_stops_when_the_run_folder_is_in_use(tmp_path):
+    """Rank 0 alone takes the folder's lock; when it cannot, the other ranks must not train on alone."""
+    held = RunLock(tmp_path / "ddp" / "run")
+    held.acquire()
+    try:
+        mp.spawn(_refused_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    finally:
+        held.release()
+    assert "is in use by another dstbench process (pid" in (tmp_path / "rank0.txt").read_text()
+    assert "is in use by another dstbench process" in (tmp_path / "rank1.txt").read_text()

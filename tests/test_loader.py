@@ -1,8 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from dstbench.data import Augment, TensorImages
+from dstbench.data import Augment, StreamImages, TensorImages
 from dstbench.data.loader import crop_and_flip
 
 CPU = torch.device("cpu")
@@ -144,3 +146,109 @@ def test_single_clip_training_draws_no_view_numbers():
 def test_images_of_other_ranks_are_refused():
     with pytest.raises(ValueError, match="views of clips"):
         TensorImages(torch.zeros(2, 1, 1, 1, 1, 1, 1, dtype=torch.uint8), torch.zeros(2))
+
+
+def test_training_batches_match_a_per_sample_reference_and_their_draws_are_uniform():
+    """Sample i of an epoch is the order's i-th image with the i-th crop offsets and flip, drawn from the generator
+    in the documented sequence; offsets are uniform on 0..2p on both axes and a flip has probability 1/2."""
+    n, pad = 2000, 2
+    images = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    data = TensorImages(images, torch.arange(n), augment=Augment(crop_padding=pad, hflip=True))
+    batches = list(data.batches(300, CPU, train=True, generator=torch.Generator().manual_seed(0)))
+    draws = torch.Generator().manual_seed(0)
+    order = torch.randperm(n, generator=draws)
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=draws)
+    flips = torch.rand(n, generator=draws) < 0.5
+    assert torch.equal(torch.cat([b.ids for b in batches]), order)
+    padded = F.pad(images, (pad,) * 4)
+    out = torch.cat([b.images for b in batches])
+    for i in range(n):
+        top, left = offsets[i].tolist()
+        expected = padded[order[i], :, top : top + 4, left : left + 4]
+        assert torch.equal(out[i], expected.flip(-1) if flips[i] else expected)
+    for axis in range(2):
+        counts = torch.bincount(offsets[:, axis], minlength=2 * pad + 1)
+        assert len(counts) == 2 * pad + 1 and ((counts - n / 5).abs() < 4 * (n * 0.2 * 0.8) ** 0.5).all()
+    assert abs(flips.float().mean() - 0.5) < 4 * (0.25 / n) ** 0.5
+
+
+def test_epochs_reshuffle_and_the_last_partial_batch_is_kept_unless_it_is_one_sample():
+    generator = torch.Generator().manual_seed(0)
+    data = TensorImages(_images(70), torch.arange(70))
+    first = list(data.batches(16, CPU, train=True, generator=generator))
+    second = list(data.batches(16, CPU, train=True, generator=generator))
+    assert [len(b.ids) for b in first] == [16, 16, 16, 16, 6] and len(first) == data.num_batches(16, train=True)
+    assert not torch.equal(torch.cat([b.ids for b in first]), torch.cat([b.ids for b in second]))
+    odd = TensorImages(_images(65), torch.arange(65))
+    assert [len(b.ids) for b in odd.batches(16, CPU, train=True, generator=generator)] == [16] * 4
+    assert odd.num_batches(16, train=True) == 4
+
+
+def test_shards_of_a_batch_are_the_single_process_batch_split_by_rank():
+    data = TensorImages(_images(70), torch.arange(70), augment=Augment(crop_padding=2, hflip=True))
+
+    def epoch(shard):
+        return list(data.batches(16, CPU, train=True, generator=torch.Generator().manual_seed(3), shard=shard))
+
+    single, ranks = epoch((0, 1)), [epoch((r, 2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == data.num_batches(16, train=True, processes=2) == 4  # full ones only
+    for b, (zero, one) in enumerate(zip(*ranks, strict=True)):
+        assert torch.equal(torch.cat([zero.ids, one.ids]), single[b].ids)
+        assert torch.equal(torch.cat([zero.images, one.images]), single[b].images)
+
+
+class HostCopies(TorchDispatchMode):
+    """Records the operations that take a CPU tensor and give a meta one: copies from the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        if "cpu" in inputs and "meta" in {t.device.type for t in tree_leaves(out) if isinstance(t, torch.Tensor)}:
+            self.copies.append(str(func))
+        return out
+
+
+def test_device_resident_data_copies_only_the_epochs_random_numbers():
+    """On an accelerator (here the meta device, which takes the same path) an epoch copies its order, crop offsets
+    and flips to the device once, and nothing per batch."""
+    meta = torch.device("meta")
+    data = TensorImages(
+        torch.empty(50, 3, 8, 8, dtype=torch.uint8, device=meta),
+        torch.empty(50, dtype=torch.int64, device=meta),
+        augment=Augment(crop_padding=2, hflip=True),
+    )
+    with HostCopies() as copies:
+        batches = list(data.batches(8, meta, train=True, generator=torch.Generator().manual_seed(0)))
+    assert len(batches) == 7 and batches[0].images.shape == (8, 3, 8, 8)
+    assert len(copies.copies) == 3, copies.copies
+
+
+class _RandomlyAugmented(torch.utils.data.Dataset):
+    """Item i: a 'crop' drawn from torch's generator, as torchvision's random transforms draw theirs."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        return torch.randint(0, 256, (1, 2, 2), dtype=torch.uint8), i
+
+
+def _streamed_epoch(workers, generator):
+    data = StreamImages(_RandomlyAugmented(), torch.arange(12), workers=workers)
+    batches = list(data.batches(4, CPU, train=True, generator=generator))
+    ids, images = torch.cat([b.ids for b in batches]), torch.cat([b.images for b in batches])
+    return images[ids.argsort()]
+
+
+def test_streamed_augmentation_does_not_depend_on_the_number_of_workers():
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    generator = torch.Generator().manual_seed(0)
+    in_process = _streamed_epoch(0, generator)
+    assert torch.equal(torch.get_rng_state(), before)  # the main process's generator (dropout's) is left alone
+    assert torch.equal(_streamed_epoch(2, torch.Generator().manual_seed(0)), in_process)
+    assert not torch.equal(_streamed_epoch(0, generator), in_process)  # the next epoch augments anew

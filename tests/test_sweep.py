@@ -1,11 +1,15 @@
 """`dstbench sweep`: the grid, up-front validation, skip and resume, the paired statistics, the outputs."""
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import fmean, stdev
 
 import pytest
@@ -13,6 +17,7 @@ from click.testing import CliRunner
 from conftest import run_config
 from scipy.stats import t
 
+from dstbench import sweep as sweep_module
 from dstbench.algorithm import Algorithm
 from dstbench.cli import build_cli, run
 from dstbench.config import FIELDS, RUNTIME, resolve
@@ -20,7 +25,7 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.options import given
 from dstbench.plugins import Plugins
-from dstbench.sweep import Grid, parse_seeds, plan, run_args, summarize
+from dstbench.sweep import Children, Grid, child_device, parse_seeds, plan, run_args, summarize
 
 QUICK = [
     "--epochs=1",
@@ -50,11 +55,19 @@ class Failing(Algorithm):
         raise UserError("fake-failing cannot set up")
 
 
+class Crashing(Algorithm):
+    name = "fake-crashing"
+
+    def setup(self, run, state=None):
+        raise RuntimeError("fake-crashing hit a bug\nsecond line")
+
+
 class FakePlugin:
     @hookimpl
     def register_algorithms(self, register):
         register(FakeSparse)
         register(Failing)
+        register(Crashing)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +111,7 @@ def test_dense_runs_at_sparsity_0_only_and_seeds_are_a_count_or_a_list(fake_plug
         (["--algo=dense", "--seeds=0"], "--seeds must be a count of at least 1"),
         (["--algo=dense", "--algo-opt=nope=1"], "no algorithm of the sweep (dense) has option 'nope'"),
         (["--algo=dense", "--devices=cpu,cuda:99"], "--device cuda:99"),
+        (["--algo=fake-sparse", "--sparsity=0.3,0.3000001"], "share the run directory digits-digits-cnn-fake-sparse"),
     ],
 )
 def test_bad_values_fail_in_one_line_before_anything_runs(cli, tmp_path, args, message):
@@ -105,6 +119,14 @@ def test_bad_values_fail_in_one_line_before_anything_runs(cli, tmp_path, args, m
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_devices_under_torchrun_fail_in_one_line(cli, tmp_path):
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    args = ["sweep", "--algo=dense", "--devices=cpu,cpu", *QUICK, f"--out={tmp_path / 'out'}"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 2 and "under torchrun" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -279,3 +301,77 @@ def test_sweep_command_in_subprocesses_sequential_and_parallel(tmp_path):
 
 def _settings(entry):
     return {k: v for k, v in entry["config"].items() if FIELDS[k].metadata["role"] != RUNTIME}
+
+
+def test_a_crashing_run_fails_in_one_line_and_the_others_still_run(cli, tmp_path):
+    result = sweep(cli, tmp_path / "sweep", "--algo=fake-crashing,dense", "--sparsity=0.5", "--seeds=1")
+    assert result.exit_code == 1, result.output
+    assert "fake-crashing s=0.5 seed=0  failed" in result.stderr
+    assert "RuntimeError: fake-crashing hit a bug" in result.stderr
+    assert "second line" not in result.stderr and "1 of 2 runs failed" in result.stderr
+    assert (tmp_path / "sweep" / "runs" / "digits-digits-cnn-dense-seed0" / "entry.json").exists()
+
+
+def test_a_run_another_sweep_finished_meanwhile_is_skipped(fake_plugins, tmp_path, monkeypatch, quiet):
+    """Whether a run is finished (or started) is asked just before it starts, not when the sweep planned it."""
+    flags = {**given(run.make_context("run", QUICK).params), "quiet": True}
+    _, configs = plan(Grid.parse("dense", "0", "2"), flags, None, fake_plugins.registry, str(tmp_path))
+    real = sweep_module.run_here
+
+    def and_another_sweep(cfg, plugins, reporter):
+        if cfg.seed == 0:  # meanwhile another sweep on the same --out finishes seed 1
+            assert real(configs[1], plugins, reporter).entry is not None
+        return real(cfg, plugins, reporter)
+
+    monkeypatch.setattr(sweep_module, "run_here", and_another_sweep)
+    progress = sweep_module.Progress(quiet, len(configs))
+    assert sweep_module._run_all(configs, [], fake_plugins, progress) == []
+    assert progress.count == 2
+
+
+def test_each_gpu_run_sees_only_its_gpu():
+    env = {"CUDA_VISIBLE_DEVICES": "4,6", "OMP_NUM_THREADS": "3"}
+    assert child_device("cuda:1", ["cuda:0", "cuda:1"], env) == ("cuda:0", {**env, "CUDA_VISIBLE_DEVICES": "6"})
+    assert child_device("cuda", ["cuda", "cuda"], {})[1]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert child_device("cuda:3", ["cuda:3"], {})[1]["CUDA_VISIBLE_DEVICES"] == "3"
+    assert child_device("cpu", ["cpu", "cpu"], env) == ("cpu", env)  # OMP_NUM_THREADS set: kept
+
+
+def test_a_killed_run_says_so():
+    code = "import os, signal, sys; print('an earlier warning', file=sys.stderr); os.kill(os.getpid(), signal.SIGKILL)"
+    returncode, stderr = Children().run([sys.executable, "-c", code], os.environ)
+    assert sweep_module._failure(returncode, stderr) == "killed by SIGKILL"
+    assert sweep_module._failure(2, "Error: bad\n\n") == "Error: bad"
+
+
+def _children(pid):
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(child) for task in tasks for child in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the runs' processes in /proc")
+def test_ctrl_c_stops_the_parallel_runs(tmp_path):
+    args = "--algo=dense --seeds=2 --epochs=10000 --max-train-samples=64 --batch-size=32 --severities=3".split()
+    command = [sys.executable, "-m", "dstbench", "sweep", *args, "--devices=cpu,cpu", f"--out={tmp_path / 'sweep'}"]
+    env = {**os.environ, "DSTBENCH_PLUGINS": "", "OMP_NUM_THREADS": "1"}
+    sweep_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(sweep_process.pid)) < 2:  # both runs have started
+            assert sweep_process.poll() is None and time.monotonic() < deadline, sweep_process.communicate()
+            time.sleep(0.05)
+        time.sleep(1)
+        children = _children(sweep_process.pid)
+        sweep_process.send_signal(signal.SIGINT)  # to the sweep alone, as `kill -INT` (the runs have own sessions)
+        _, stderr = sweep_process.communicate(timeout=60)
+        assert sweep_process.returncode == 130 and "interrupted; run the same command again" in stderr, stderr
+        for pid in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:  # nothing left running when the test fails
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        sweep_process.kill()
+        sweep_process.communicate()

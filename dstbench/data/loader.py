@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -186,17 +187,27 @@ def crop_and_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, fli
 
 
 class _Indexed(Dataset):
-    """Adds the sample's index to what a map-style dataset returns."""
+    """Adds the sample's index to what a map-style dataset returns. With `seed` (training), torch's generator is
+    seeded from (seed, sample id) for the item's own random augmentation (torchvision's random crops draw from it),
+    so a sample's augmentation depends on the epoch's seed and the sample alone, not on how many workers there are
+    or which one reads it; in the main process (no workers) the generator's state is put back afterwards."""
 
-    def __init__(self, dataset: Dataset, ids: torch.Tensor):
-        self.dataset, self.ids = dataset, ids
+    def __init__(self, dataset: Dataset, ids: torch.Tensor, seed: int | None = None):
+        self.dataset, self.ids, self.seed = dataset, ids, seed
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        image, label = self.dataset[int(self.ids[i])]
-        return image, label, int(self.ids[i])
+        sample = int(self.ids[i])
+        if self.seed is None:
+            image, label = self.dataset[sample]
+        else:
+            with torch.random.fork_rng(devices=()):
+                # torch's CPU generator keeps 32 bits of a seed: mix both numbers into those
+                torch.manual_seed(int(np.random.SeedSequence((self.seed, sample)).generate_state(1)[0]))
+                image, label = self.dataset[sample]
+        return image, label, sample
 
 
 class StreamImages(ImageData):
@@ -229,11 +240,12 @@ class StreamImages(ImageData):
         shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         rank, processes = shard
-        indexed = _Indexed(self.dataset, self.ids)
+        # The epoch's seed of augmentation and, with several processes, of the order shared by all of them.
+        seed = int(torch.randint(2**31, (1,), generator=generator)) if train else None
+        indexed = _Indexed(self.dataset, self.ids, seed)
         sampler = None
-        if processes > 1:  # the same shuffled order in every process (one seed from the shared generator)
-            seed = int(torch.randint(2**31, (1,), generator=generator)) if train else 0
-            sampler = DistributedSampler(indexed, processes, rank, shuffle=train, seed=seed, drop_last=True)
+        if processes > 1:
+            sampler = DistributedSampler(indexed, processes, rank, shuffle=train, seed=seed or 0, drop_last=True)
         loader = DataLoader(
             indexed,
             batch_size=batch_size // processes,

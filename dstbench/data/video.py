@@ -564,7 +564,7 @@ def probed_videos(
     usable, usable_labels = probe_videos(paths, labels, frames, bad, request.reporter)
     position = {path: i for i, path in enumerate(paths)}
     try:
-        write_json(record, {"kept": [position[path] for path in usable], "reasons": bad.reasons})
+        write_json(record, {"kept": [position[path] for path in usable], "reasons": bad.reasons}, sync=False)
     except OSError:
         pass  # a cache that cannot be written costs the next load a probe, nothing more
     return usable, usable_labels

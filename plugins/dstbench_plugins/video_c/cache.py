@@ -73,5 +73,5 @@ class ClipCache:
         if result.shape != clip.shape:
             raise ValueError(f"{corruption} returned shape {result.shape} for a clip of shape {clip.shape}")
         payload = result.tobytes()
-        atomic_write(path, lambda tmp: tmp.write_bytes(payload + _digest(payload)))
+        atomic_write(path, lambda tmp: tmp.write_bytes(payload + _digest(payload)), sync=False)
         return result
