@@ -1,17 +1,14 @@
 """`dstbench sweep`: the grid algorithm × sparsity × seed, run one after another or in parallel, then summarised.
 
 Every run gets its own directory, `<out>/runs/<run id>`, so a sweep that stops resumes where it stopped: a run
-with an entry.json is skipped, a run with a checkpoint or model is resumed. The summary compares each algorithm
-with dense training paired by seed, so a reader sees whether a gain is larger than the noise between seeds.
-
-`summarize` (entry dicts -> `Summary`) is a pure function; `summary_tables` and `plot` render its result.
+with an entry.json is skipped, a run with a checkpoint or model is resumed. The summary (`dstbench.summary`)
+compares each algorithm with dense training paired by seed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import queue
 import signal
@@ -19,11 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean, stdev
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,17 +30,14 @@ from dstbench.config import EVAL, FIELDS, TRAIN, RunConfig
 from dstbench.errors import UserError
 from dstbench.options import check_writable, config_options, given
 from dstbench.report import make_reporter
+from dstbench.summary import summarize, summary_tables, write_summary
 
 if TYPE_CHECKING:
-    from rich.console import Group
-
     from dstbench.plugins import Plugins
     from dstbench.registry import Registry
     from dstbench.report import Reporter
 
 GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")  # set per run by the sweep, not by its options
-CONFIDENCE = 0.95
-BASELINE = "dense"
 
 
 # --- the grid ----------------------------------------------------------------------------------------------------
@@ -419,247 +412,6 @@ class Progress:
         elif self.show and outcome.entry is not None:
             clean, mpc = outcome.entry["clean_acc"], outcome.entry["corruptions_acc"]
             self.reporter.result(self._line(outcome.cfg, f"clean {clean:.2f}  mPC {mpc:.2f}  ({time_taken})"))
-
-
-# --- the summary -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float | None  # sample standard deviation (ddof=1); None for a single value
-
-    @classmethod
-    def of(cls, values: list[float]) -> Stat:
-        return cls(fmean(values), stdev(values) if len(values) > 1 else None)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Mean difference to the baseline over the seeds both have, and its t interval (None below 2 seeds)."""
-
-    seeds: list[int]
-    mean: float
-    low: float | None
-    high: float | None
-    significant: bool  # the interval excludes 0
-
-    @classmethod
-    def paired(cls, values: Mapping[int, float], baseline: Mapping[int, float]) -> Difference | None:
-        seeds = sorted(values.keys() & baseline.keys())
-        if not seeds:
-            return None
-        diffs = [values[s] - baseline[s] for s in seeds]
-        mean = fmean(diffs)
-        if len(diffs) < 2:
-            return cls(seeds, mean, None, None, False)
-        from scipy.stats import t
-
-        half = float(t.ppf((1 + CONFIDENCE) / 2, len(diffs) - 1)) * stdev(diffs) / math.sqrt(len(diffs))
-        return cls(seeds, mean, mean - half, mean + half, not mean - half <= 0 <= mean + half)
-
-
-@dataclass(frozen=True)
-class RunMetrics:
-    run_id: str
-    dataset: str
-    model: str
-    suite: str
-    algorithm: str
-    sparsity: float  # the target
-    achieved_sparsity: float
-    seed: int
-    clean_acc: float
-    corruptions_acc: float  # mPC
-    rpc: float
-    corruptions_mce: float | None
-    corruptions_relative_mce: float | None
-    wall_time_s: float
-
-    @classmethod
-    def of(cls, entry: Mapping[str, Any]) -> RunMetrics:
-        return cls(
-            run_id=entry["run_id"],
-            dataset=entry["dataset"],
-            model=entry["model"],
-            suite=entry["suite"],
-            algorithm=entry["algorithm"]["name"],
-            sparsity=entry["sparsity"]["target"],
-            achieved_sparsity=entry["sparsity"]["achieved"],
-            seed=entry["seed"],
-            clean_acc=entry["clean_acc"],
-            corruptions_acc=entry["corruptions_acc"],
-            rpc=entry["rpc"],
-            corruptions_mce=entry["corruptions_mce"],
-            corruptions_relative_mce=entry["corruptions_relative_mce"],
-            wall_time_s=entry["training"]["wall_time_s"],
-        )
-
-    @property
-    def setting(self) -> tuple[str, str, str]:
-        return self.dataset, self.model, self.suite
-
-    @property
-    def group(self) -> tuple[str, str, str, str, float]:
-        return (*self.setting, self.algorithm, self.sparsity)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One algorithm at one sparsity, over its seeds, compared with the baseline of the same setting."""
-
-    dataset: str
-    model: str
-    suite: str
-    algorithm: str
-    sparsity: float
-    seeds: list[int]
-    clean_acc: Stat
-    corruptions_acc: Stat
-    rpc: Stat
-    clean_acc_vs_baseline: Difference | None
-    corruptions_acc_vs_baseline: Difference | None
-
-    @property
-    def setting(self) -> tuple[str, str, str]:
-        return self.dataset, self.model, self.suite
-
-
-@dataclass(frozen=True)
-class Summary:
-    baseline: str
-    confidence: float
-    rows: list[Row]
-    runs: list[RunMetrics]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def summarize(entries: Iterable[Mapping[str, Any]], baseline: str = BASELINE) -> Summary:
-    """Rows per dataset × model × suite × algorithm × sparsity, in the order they first appear."""
-    runs = [RunMetrics.of(entry) for entry in entries]
-    groups: dict[tuple, dict[int, RunMetrics]] = {}
-    for run in runs:
-        seeds = groups.setdefault(run.group, {})
-        if run.seed in seeds:
-            raise UserError(f"runs {seeds[run.seed].run_id} and {run.run_id} are the same algorithm, sparsity and seed")
-        seeds[run.seed] = run
-    baselines = {key[:3]: seeds for key, seeds in groups.items() if key[3] == baseline}
-    return Summary(baseline, CONFIDENCE, [_row(seeds, baselines, baseline) for seeds in groups.values()], runs)
-
-
-def _row(by_seed: dict[int, RunMetrics], baselines: dict[tuple, dict[int, RunMetrics]], baseline: str) -> Row:
-    first = next(iter(by_seed.values()))
-    reference = baselines.get(first.setting) if first.algorithm != baseline else None
-
-    def versus(metric: str) -> Difference | None:
-        if reference is None:
-            return None
-        values = {seed: getattr(run, metric) for seed, run in by_seed.items()}
-        return Difference.paired(values, {seed: getattr(run, metric) for seed, run in reference.items()})
-
-    return Row(
-        *first.group,
-        seeds=sorted(by_seed),
-        clean_acc=Stat.of([run.clean_acc for run in by_seed.values()]),
-        corruptions_acc=Stat.of([run.corruptions_acc for run in by_seed.values()]),
-        rpc=Stat.of([run.rpc for run in by_seed.values()]),
-        clean_acc_vs_baseline=versus("clean_acc"),
-        corruptions_acc_vs_baseline=versus("corruptions_acc"),
-    )
-
-
-def _settings(summary: Summary) -> dict[tuple[str, str, str], list[Row]]:
-    rows: dict[tuple[str, str, str], list[Row]] = {}
-    for row in summary.rows:
-        rows.setdefault(row.setting, []).append(row)
-    return rows
-
-
-def _stat_cell(stat: Stat) -> str:
-    return f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
-
-
-def _difference_cell(diff: Difference | None) -> str:
-    if diff is None:
-        return "—"
-    if diff.low is None:
-        return f"{diff.mean:+.2f} n/a"
-    text = f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]"
-    return f"[bold {'green' if diff.mean > 0 else 'red'}]{text} *[/]" if diff.significant else text
-
-
-def summary_tables(summary: Summary) -> Group:
-    """A table per dataset × model × suite: accuracies over seeds and the paired difference to the baseline."""
-    from rich.console import Group
-    from rich.table import Table
-
-    caption = (
-        f"mean ± std over seeds; Δ: mean difference to {summary.baseline} paired by seed "
-        f"[{summary.confidence:.0%} t interval]; * the interval excludes 0"
-    )
-    tables = []
-    for setting, rows in _settings(summary).items():
-        table = Table(title=" · ".join(setting), title_justify="left", caption=caption, caption_justify="left")
-        for column in ("algorithm", "sparsity", "n", "clean", "mPC", "rPC", "Δ clean", "Δ mPC"):
-            table.add_column(column, justify="left" if column == "algorithm" else "right")
-        for row in rows:
-            table.add_row(
-                f"[bold cyan]{row.algorithm}[/]",
-                f"{row.sparsity:g}",
-                str(len(row.seeds)),
-                _stat_cell(row.clean_acc),
-                _stat_cell(row.corruptions_acc),
-                f"{row.rpc.mean:.3f}",
-                _difference_cell(row.clean_acc_vs_baseline),
-                _difference_cell(row.corruptions_acc_vs_baseline),
-            )
-        tables.append(table)
-    return Group(*tables)
-
-
-PANELS = (("corruptions_acc", "mPC (%)"), ("clean_acc", "clean accuracy (%)"))
-
-
-def plot(summary: Summary, path: Path) -> None:
-    """mPC and clean accuracy against sparsity: a line per algorithm with std error bars, the baseline as a band."""
-    from matplotlib.figure import Figure
-
-    from dstbench.checkpoint import atomic_write
-
-    settings = _settings(summary)
-    figure = Figure(figsize=(5 * len(PANELS), 4 * len(settings)), layout="constrained")
-    axes = figure.subplots(len(settings), len(PANELS), squeeze=False)
-    for panels, (setting, rows) in zip(axes, settings.items(), strict=True):
-        for ax, (metric, label) in zip(panels, PANELS, strict=True):
-            _plot_panel(ax, rows, metric, summary.baseline)
-            ax.set(title=" · ".join(setting), xlabel="sparsity", ylabel=label)
-            ax.legend()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-
-
-def _plot_panel(ax, rows: list[Row], metric: str, baseline: str) -> None:
-    for algorithm in dict.fromkeys(row.algorithm for row in rows):
-        points = sorted((row.sparsity, getattr(row, metric)) for row in rows if row.algorithm == algorithm)
-        stats = [stat for _, stat in points]
-        if algorithm == baseline:
-            mean, std = stats[0].mean, stats[0].std or 0.0
-            ax.axhspan(mean - std, mean + std, color="gray", alpha=0.2)
-            ax.axhline(mean, color="gray", linestyle="--", label=f"{algorithm} (mean ± std)")
-        else:
-            errors = [stat.std or 0.0 for stat in stats]
-            xs = [x for x, _ in points]
-            ax.errorbar(xs, [s.mean for s in stats], yerr=errors, marker="o", capsize=3, label=algorithm)
-
-
-def write_summary(summary: Summary, sweep_dir: Path, missing: list[str]) -> tuple[Path, Path]:
-    from dstbench.checkpoint import write_json
-
-    json_path, png_path = sweep_dir / "summary.json", sweep_dir / "summary.png"
-    write_json(json_path, {**summary.to_dict(), "missing": missing})
-    plot(summary, png_path)
-    return json_path, png_path
 
 
 # --- the command -------------------------------------------------------------------------------------------------

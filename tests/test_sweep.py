@@ -25,7 +25,8 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.options import given
 from dstbench.plugins import Plugins
-from dstbench.sweep import Children, Grid, child_device, parse_seeds, plan, run_args, summarize
+from dstbench.summary import summarize
+from dstbench.sweep import Children, Grid, child_device, parse_seeds, plan, run_args
 
 QUICK = [
     "--epochs=1",
