@@ -190,11 +190,12 @@ def build_cli(loaded: Plugins) -> click.Group:
         ctx.obj = loaded
 
     from dstbench.corrupt_command import corrupt
+    from dstbench.frequency import frequency
     from dstbench.leaderboard import leaderboard
     from dstbench.sparse.command import masks
     from dstbench.sweep import sweep
 
-    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep, corrupt):
+    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep, corrupt, frequency):
         cli.add_command(command)
     try:
         extra = loaded.registry.entries["command"].values()

@@ -63,6 +63,12 @@ class Distributed:
             if not _State.one_group:
                 dist.destroy_process_group()
 
+    def abandon(self) -> None:
+        """Leave the process group after an error, without waiting for the others (they may have stopped too); a
+        process that exits still in it can abort in gloo's teardown. Inside `one_group` the group stays."""
+        if self.enabled and dist.is_initialized() and not _State.one_group:
+            dist.destroy_process_group()
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

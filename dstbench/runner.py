@@ -209,6 +209,9 @@ def execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter) -> Entry | Non
     lock = RunLock(run_dir_of(cfg).path)
     try:
         return _execute(cfg, plugins, reporter, lock)
+    except BaseException:
+        Distributed.from_env().abandon()
+        raise
     finally:
         lock.release()
 
@@ -368,18 +371,33 @@ class Reevaluated:
     reporter: Reporter
 
 
-def reevaluate(saved: dict, overrides: dict, plugins: Plugins) -> Reevaluated:
-    """Evaluate a model file's contents (`checkpoint.load_model`) with its own config, `overrides` on top (another
-    suite, severities, device, ...); what `dstbench eval` and the leaderboard's checks do."""
+def saved_config(saved: dict, overrides: dict, plugins: Plugins) -> RunConfig:
+    """The config of a model file's run (`checkpoint.load_model`) with `overrides` on top (another suite, device,
+    ...), to evaluate it again: not resuming, and quiet only when the overrides say so."""
     from dstbench.config import resolve
-    from dstbench.report import make_reporter
 
-    cfg = resolve({**saved["config"], "out": None, "resume": False, **overrides}, None, plugins.registry)
-    reporter = make_reporter(cfg.quiet)
+    return resolve(
+        {**saved["config"], "out": None, "resume": False, "quiet": False, **overrides}, None, plugins.registry
+    )
+
+
+def saved_model(saved: dict, cfg: RunConfig, plugins: Plugins) -> tuple[torch.nn.Module, torch.device, bool]:
+    """A model file's model on `cfg`'s device, and whether it runs channels-last there."""
     device = resolve_device(cfg.device)
     channels_last = use_channels_last(cfg, device)
     model = build_model(cfg, plugins, device, channels_last)
     model.load_state_dict(saved["model"])
+    return model, device, channels_last
+
+
+def reevaluate(saved: dict, overrides: dict, plugins: Plugins) -> Reevaluated:
+    """Evaluate a model file's contents with its own config, `overrides` on top (`saved_config`); what
+    `dstbench eval` and the leaderboard's checks do."""
+    from dstbench.report import make_reporter
+
+    cfg = saved_config(saved, overrides, plugins)
+    reporter = make_reporter(cfg.quiet)
+    model, device, channels_last = saved_model(saved, cfg, plugins)
     data = load_data(cfg, plugins, reporter, device)
     suite = prepare_suite(cfg, plugins, data, reporter)
     evaluation = evaluate_model(cfg, suite, model, data.test, device, channels_last, reporter)

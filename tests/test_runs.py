@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.plugins import Plugins
 from dstbench.report import PlainReporter
-from dstbench.runner import RunDir, RunLock, execute
+from dstbench.runner import RunDir, RunLock, execute, saved_config
 from dstbench.train import TrainingDiverged
 
 QUIET = PlainReporter(quiet=True)
@@ -139,3 +140,18 @@ def test_bf16_and_channels_last_paths_run_on_cpu(plugins, tmp_path):
     entry = execute(run_config(plugins, tmp_path, precision="bf16", channels_last="true"), plugins, QUIET)
     assert entry.training.precision == "bf16"
     assert entry.clean_acc > 50
+
+
+def test_a_saved_run_is_evaluated_again_with_its_settings_but_not_its_quiet(plugins, finished_run):
+    """`dstbench eval` and `frequency` show progress for a run trained with --quiet, unless told --quiet again."""
+    saved = checkpoint.load_model(RunDir(Path(finished_run.out)).model)
+    assert saved["config"]["quiet"] is True
+    cfg = saved_config(saved, {"severities": (1,)}, plugins)
+    assert (cfg.quiet, cfg.resume, cfg.out, cfg.severities, cfg.epochs) == (
+        False,
+        False,
+        None,
+        (1,),
+        finished_run.epochs,
+    )
+    assert saved_config(saved, {"quiet": True}, plugins).quiet
