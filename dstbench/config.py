@@ -78,7 +78,11 @@ class RunConfig:
     label_smoothing: float = _opt(0.0, "Label smoothing in [0, 1).", metavar="E")
     seed: int = _opt(0, "Seed of initialisation, data order, augmentation and masks.", metavar="N")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N.", RUNTIME, "DEV")
-    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16.", metavar="P")
+    precision: str = _opt(
+        "auto",
+        "auto (bf16 autocast on GPUs that compute it natively, Ampere and later; else fp32), fp32 or bf16.",
+        metavar="P",
+    )
     channels_last: bool | None = _opt(None, "Channels-last memory format; default: on for CUDA.", RUNTIME)
     suite: str | None = _opt(None, "Corruption suite; default: the dataset's.", EVAL, "NAME")
     corruptions: tuple[str, ...] | None = _opt(
