@@ -195,7 +195,9 @@ def _pixels(image, path: str, reporter: Reporter) -> np.ndarray:
     dropped = ", transparency dropped" if transparent else ""
     reporter.info(f"{path} is a {image.mode} image; corrupting it as {'8-bit grey' if grey else 'RGB'}{dropped}")
     if image.mode.startswith("I;16"):
-        return (np.array(image).astype(np.uint32) >> 8).astype(np.uint8)
+        from dstbench.data.sources import grey_to_8_bit
+
+        return np.array(grey_to_8_bit(image))
     return np.array(image.convert("L" if grey else "RGB"))
 
 

@@ -141,7 +141,7 @@ def test_16_bit_grey_is_corrupted_as_8_bit_grey(cli, plugins, tmp_path):
     result = invoke(cli, tmp_path / "deep.png", *args)
     assert result.exit_code == 0 and "image; corrupting it as 8-bit grey" in result.output, result.output
     written = read_png(tmp_path / "out" / "deep_gaussian_noise_s1.png")
-    assert torch.equal(written, corrupted(plugins, (deep >> 8).astype(np.uint8), "gaussian_noise", 1, 0))
+    assert torch.equal(written, corrupted(plugins, np.rint(deep / 257).astype(np.uint8), "gaussian_noise", 1, 0))
 
 
 BAD_INPUT = [

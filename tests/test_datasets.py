@@ -266,6 +266,12 @@ def test_hf_prefix_failure_is_one_line(tmp_path, quiet, hf_cache):
     assert "no-such-user/no-such-dataset" in user_error("cifar10", "hf:no-such-user/no-such-dataset", tmp_path, quiet)
 
 
+def test_hf_offline_failure_says_what_to_download_where(tmp_path, quiet, hf_cache):
+    message = user_error("cifar10", "hf:uoft-cs/cifar10", tmp_path, quiet)
+    assert "offline" in message and "HF_HUB_OFFLINE" in message
+    assert str(tmp_path / "hf") in message and "load_dataset('uoft-cs/cifar10')" in message
+
+
 def write_image_folders(root: Path, splits: dict[str, int], size: int | tuple[int, int], fmt: str) -> None:
     """`count` images per class in root/<split>/<class>/ for each split."""
     width, height = (size, size) if isinstance(size, int) else size
@@ -319,6 +325,42 @@ def test_tinyimagenet_both_val_layouts(tmp_path, quiet, official_val):
     assert splits.test.images.shape == (4, 3, 64, 64) and splits.test.labels.tolist() == [0, 0, 1, 1]
     assert splits.train.augment.crop_padding == 8
     assert len(list((tmp_path / "cache").glob("tinyimagenet-*.npz"))) == 1
+
+
+def test_tinyimagenet_cache_follows_relabelled_validation_images(tmp_path, quiet):
+    """The cached arrays hold labels too: editing val_annotations.txt or wnids.txt, with the images untouched, must
+    not bring back the old labels."""
+    root = tmp_path / "tiny-imagenet-200"
+    write_tiny_imagenet(root, official_val=True)
+    cache = tmp_path / "cache"
+    assert load("tinyimagenet", tmp_path, cache, quiet).test.labels.tolist() == [0, 0, 1, 1]
+    annotations = root / "val" / "val_annotations.txt"
+    swapped = {"cat": "dog", "dog": "cat"}
+    lines = [line.split("\t") for line in annotations.read_text().splitlines()]
+    annotations.write_text("".join("\t".join([f, swapped[w], *rest]) + "\n" for f, w, *rest in lines))
+    assert load("tinyimagenet", tmp_path, cache, quiet).test.labels.tolist() == [1, 1, 0, 0]
+    (root / "wnids.txt").write_text("dog\ncat\n")
+    splits = load("tinyimagenet", tmp_path, cache, quiet)
+    assert splits.classes == ("dog", "cat") and splits.test.labels.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16"])
+def test_image_modes_decode_to_8_bit_rgb(tmp_path, mode):
+    """Grey, alpha, CMYK, palette and 16-bit grey files all become the same picture in 8-bit RGB; 16-bit values
+    are scaled down (65535 is white), not clipped at 255."""
+    from dstbench.data.sources import read_image
+
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257)
+        assert image.mode == "I;16"
+    else:
+        image = Image.fromarray(grey).convert(mode)
+    path = tmp_path / f"image.{'jpg' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    pixels = read_image(path, 16)
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, 16, 16)
+    assert np.abs(pixels.astype(int) - grey).max() <= (8 if mode == "CMYK" else 1)
 
 
 def test_tinyimagenet_unreadable_image_is_named(tmp_path, quiet):

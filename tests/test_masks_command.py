@@ -117,7 +117,7 @@ def test_erk_on_a_tiny_model_by_hand(cli):
         (["--model", "digits-cnn", "--dataset", "moving-digits"], "takes image input but dataset 'moving-digits'"),
         (["--model", "digits-cnn", "--frames", "8"], "--frames applies to video datasets; 'cifar10' is image"),
         (["--model", "clip-cnn", "--dataset", "moving-digits", "--frames", "0"], "--frames must be at least 1"),
-        (["--model", "cifar-vgg16", "--image-size", "1"], "cannot take an input of shape 3×1×1: "),
+        (["--model", "digits-cnn", "--image-size", "1"], "cannot take an input of shape 3×1×1: "),
     ],
 )
 def test_bad_input_is_a_one_line_error(cli, args, message):

@@ -75,6 +75,13 @@ def test_builds_and_forwards(name: str, in_chans: int) -> None:
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", [name for name in MODELS if name.startswith("cifar-")])
+def test_cifar_models_take_fashion_mnist_images(name: str) -> None:
+    """Fashion-MNIST is 1-channel 28 px: five 2x2 max-pools must not shrink VGG's 28 px to nothing."""
+    model = build(name, in_chans=1, image_size=28)
+    assert forward(model, 1, 28).shape == (2, 10)
+
+
 @pytest.mark.parametrize(("in_chans", "size"), [(3, 32), (1, 28), (3, 16)])
 def test_digits_cnn_takes_small_images(in_chans: int, size: int) -> None:
     assert forward(build("digits-cnn", in_chans, size), in_chans, size).shape == (2, 10)

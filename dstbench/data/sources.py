@@ -96,12 +96,15 @@ def not_found(name: str, looked: Iterable[Path], remedy: str) -> UserError:
 # --- Cache of decoded arrays ---------------------------------------------------------------------------------------
 
 
-def fingerprint(files: Iterable[str | Path]) -> str:
-    """A short hash of the files' paths, sizes and modification times: a cache key that changes with the data."""
+def fingerprint(files: Iterable[str | Path], extra: Iterable[bytes] = ()) -> str:
+    """A short hash of the files' paths, sizes and modification times, and of `extra` (e.g. the labels and class
+    names that a listing derived from other files): a cache key that changes with the data."""
     digest = hashlib.sha256()
     for file in files:
         stat = os.stat(file)
         digest.update(f"{os.path.abspath(file)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for item in extra:
+        digest.update(len(item).to_bytes(8, "little") + item)
     return digest.hexdigest()[:16]
 
 
@@ -238,7 +241,21 @@ def load_hf(path: str, where: str, **kwargs: Any) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(path, **kwargs)
     except Exception as exc:  # hub, network, file and schema errors all mean the same to the user
-        raise UserError(f"cannot load {where} with Hugging Face datasets: {describe(exc)}") from None
+        message = f"cannot load {where} with Hugging Face datasets: {describe(exc)}"
+        if _hf_offline() and "data_files" not in kwargs and not Path(path).exists():
+            message += (
+                f"; Hugging Face's offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), so download it once "
+                f'where the network is reachable: HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 python -c "import datasets; '
+                f"datasets.load_dataset('{path}')\" (it is kept in {datasets.config.HF_DATASETS_CACHE})"
+            )
+        raise UserError(message) from None
+
+
+def _hf_offline() -> bool:
+    import datasets
+
+    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return bool(datasets.config.HF_HUB_OFFLINE) or any(flag in {"1", "ON", "YES", "TRUE"} for flag in flags)
 
 
 def hf_arrays(dataset: datasets.DatasetDict, size: int, reporter: Reporter, name: str) -> SplitArrays:
@@ -287,10 +304,26 @@ def pil_to_chw(image: Image.Image, size: int) -> np.ndarray:
     """A PIL image as uint8 (3, size, size) RGB, resized (bilinear) only when it is not that size already."""
     from PIL import Image
 
-    image = image.convert("RGB")
+    image = to_rgb(image)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image).transpose(2, 0, 1)
+
+
+def grey_to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit grey (PNG, TIFF: mode I;16, or I) as 8-bit grey, scaled by 255/65535 and rounded: PIL's own conversion
+    would clip every value above 255 to white."""
+    from PIL import Image
+
+    pixels = np.asarray(image).astype(np.float32) / 257
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A PIL image in 8-bit RGB (16-bit grey through `grey_to_8_bit`)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = grey_to_8_bit(image)
+    return image.convert("RGB")
 
 
 def read_rgb(path: str | Path) -> Image.Image:
@@ -299,7 +332,7 @@ def read_rgb(path: str | Path) -> Image.Image:
 
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot decode image {path} ({describe(exc)}); replace or delete the file") from None
 

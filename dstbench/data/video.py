@@ -525,8 +525,8 @@ def cached_clips(request: LoadRequest, name: str, files: FileSplits, spec: ClipS
     the classes and labels, and --skip-bad. Skipped videos are reported once per split."""
     bads = [BadVideos(f"{name} {split}", request.skip_bad) for split in ("train", "test")]
     present = [[path for path in paths if os.path.isfile(path)] for paths in (files.train_files, files.test_files)]
-    labelling = hashlib.sha256(repr((files.classes, files.train_labels.tolist(), files.test_labels.tolist())).encode())
-    key = "".join(fingerprint(paths) for paths in present) + labelling.hexdigest()[:8]
+    labelling = repr((files.classes, files.train_labels.tolist(), files.test_labels.tolist())).encode()
+    key = fingerprint(present[0]) + fingerprint(present[1], [labelling])
     stem = (
         f"{name}-{spec.frames}x{spec.stride}-{spec.short_side}c{spec.size}-v{views}"
         f"{'-skip' if request.skip_bad else ''}-{key}"

@@ -8,7 +8,7 @@ torchvision are imported inside the loaders, so loading this plugin costs the CL
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -91,17 +91,26 @@ def _tensor_splits(arrays: SplitArrays, num_classes: int, augment: Augment, wher
     )
 
 
-def _cached(request: LoadRequest, name: str, files: list[str], build: Callable[[], SplitArrays]) -> SplitArrays:
-    return cached_arrays(request.cache_dir, f"{name}-{fingerprint(files)}", build)
+def _cached(
+    request: LoadRequest,
+    name: str,
+    files: list[str],
+    build: Callable[[], SplitArrays],
+    extra: Iterable[bytes] = (),
+) -> SplitArrays:
+    return cached_arrays(request.cache_dir, f"{name}-{fingerprint(files, extra)}", build)
 
 
 def _decoded(request: LoadRequest, name: str, files: FileSplits, size: int) -> SplitArrays:
-    """Image files decoded once; later loads read the cached arrays."""
+    """Image files decoded once; later loads read the cached arrays. The key covers the labels and class names
+    too, since those come from elsewhere (folder names, wnids.txt, val_annotations.txt) and change on their own."""
+    labels = (np.ascontiguousarray(files.train_labels, np.int64), np.ascontiguousarray(files.test_labels, np.int64))
     return _cached(
         request,
         name,
         files.train_files + files.test_files,
         lambda: decode_file_splits(files, size, request.reporter, name),
+        extra=[*(array.tobytes() for array in labels), "\0".join(files.classes).encode()],
     )
 
 
@@ -202,7 +211,13 @@ def load_cifar(cifar: Cifar, request: LoadRequest) -> DataSplits:
     if hf_name is not None:
         dataset = load_hf(hf_name, where=f"'{hf_name}'")
         cache_files = [entry["filename"] for split in dataset.values() for entry in split.cache_files]
-        arrays = _cached(request, cifar.name, cache_files, lambda: hf_arrays(dataset, 32, request.reporter, cifar.name))
+        arrays = _cached(
+            request,
+            cifar.name,
+            cache_files,
+            lambda: hf_arrays(dataset, 32, request.reporter, cifar.name),
+            extra=[hf_name.encode()],  # an in-memory dataset has no cache files to tell it from another
+        )
         return _tensor_splits(arrays, cifar.num_classes, CIFAR_AUGMENT, hf_name)
 
     import torchvision.datasets

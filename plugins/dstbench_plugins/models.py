@@ -110,7 +110,9 @@ def build_cifar_vgg16(request: ModelRequest) -> nn.Module:
     channels = request.in_chans
     for item in VGG16_LAYERS:
         if item == "M":
-            layers.append(nn.MaxPool2d(2))
+            # ceil_mode changes nothing for 32 or 64 px, but keeps Fashion-MNIST's 28 px (28-14-7-4-2-1) from
+            # shrinking to nothing at the fifth pool
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
         else:
             layers += _conv_bn_relu(channels, int(item))
             channels = int(item)
