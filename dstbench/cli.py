@@ -11,7 +11,7 @@ import click
 from dstbench import __version__
 from dstbench.config import FIELDS
 from dstbench.errors import PluginError
-from dstbench.options import DstbenchGroup, check_writable, config_options, given
+from dstbench.options import REEVALUATION_OPTIONS, DstbenchGroup, check_writable, config_options, given
 from dstbench.plugins import Plugins, get_plugins
 from dstbench.report import make_reporter
 
@@ -62,23 +62,7 @@ def run(ctx: click.Context, config_file: str | None, **flags) -> None:
     reporter.result(f"entry: {out.entry}")
 
 
-EVAL_OPTIONS = [
-    "suite",
-    "c_dir",
-    "corruptions",
-    "severities",
-    "corruption_seed",
-    "max_test_samples",
-    "eval_batch_size",
-    "baseline",
-    "data_dir",
-    "download",
-    "workers",
-    "device",
-    "precision",
-    "channels_last",
-    "quiet",
-]
+EVAL_OPTIONS = ["suite", "c_dir", "corruptions", "severities", "corruption_seed", "baseline", *REEVALUATION_OPTIONS]
 
 
 @click.command(name="eval")

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dstbench.errors import UserError
-from dstbench.options import check_writable, config_options, given
+from dstbench.options import REEVALUATION_OPTIONS, check_writable, config_options, given
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -52,18 +52,6 @@ Examples:
   dstbench frequency runs/a --max-test-samples 1000 --eval-batch-size 250 --quiet
 """
 
-# Settings of the runs that this command may override, as `dstbench eval` does.
-OPTIONS = [
-    "max_test_samples",
-    "eval_batch_size",
-    "data_dir",
-    "download",
-    "workers",
-    "device",
-    "precision",
-    "channels_last",
-    "quiet",
-]
 # Settings that decide which test set `runner.load_data` returns: runs that agree on them share one load.
 DATA_SETTINGS = (
     "dataset",
@@ -416,7 +404,7 @@ def write_results(
     type=click.Path(path_type=Path),
     help="Folder for frequency.json and frequency.png [default: the first run's folder/frequency].",
 )
-@config_options(OPTIONS)
+@config_options(REEVALUATION_OPTIONS)
 @click.pass_context
 def frequency(ctx: click.Context, runs: tuple[Path, ...], radii: str | None, out: Path | None, **flags) -> None:
     """Radius–accuracy curves (the paper's Sec. 5, after Wang et al. 2020): accuracy of each run's model on its

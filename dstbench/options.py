@@ -11,6 +11,19 @@ import click
 from dstbench.config import FIELDS
 from dstbench.errors import UserError
 
+# How a saved run is evaluated again (`dstbench eval`, `dstbench frequency`): which test samples, and where.
+REEVALUATION_OPTIONS = [
+    "max_test_samples",
+    "eval_batch_size",
+    "data_dir",
+    "download",
+    "workers",
+    "device",
+    "precision",
+    "channels_last",
+    "quiet",
+]
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")

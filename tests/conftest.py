@@ -8,6 +8,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_leaves  # noqa: E402
 
 from dstbench.hookspecs import hookimpl  # noqa: E402
 from dstbench.report import PlainReporter  # noqa: E402
@@ -93,3 +95,19 @@ class StopAfter:
     def on_epoch_end(self, run, stats):
         if stats.epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+class HostCopies(TorchDispatchMode):
+    """Records the operations that take a CPU tensor and give a meta one: copies from the host."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        outputs = {t.device.type for t in tree_leaves(out) if isinstance(t, torch.Tensor)}
+        if "cpu" in inputs and "meta" in outputs:
+            self.copies.append(str(func))
+        return out

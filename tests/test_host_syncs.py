@@ -10,30 +10,13 @@ the CPU). Only the video codecs round-trip through the host, by design (FFmpeg r
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from conftest import HostCopies
 
 from dstbench.corruption import SampleRNG
 from dstbench_plugins.video_c.suite import CODEC_CORRUPTIONS
 
 META = torch.device("meta")
 THROUGH_THE_HOST = set(CODEC_CORRUPTIONS)
-
-
-class HostCopies(TorchDispatchMode):
-    """Records the operations that take a CPU tensor and give a meta one: copies from the host."""
-
-    def __init__(self):
-        super().__init__()
-        self.copies: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        outputs = {t.device.type for t in tree_leaves(out) if isinstance(t, torch.Tensor)}
-        if "cpu" in inputs and "meta" in outputs:
-            self.copies.append(str(func))
-        return out
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from conftest import HostCopies
 
 from dstbench.data import Augment, StreamImages, TensorImages
 from dstbench.data.loader import crop_and_flip
@@ -195,21 +194,6 @@ def test_shards_of_a_batch_are_the_single_process_batch_split_by_rank():
     for b, (zero, one) in enumerate(zip(*ranks, strict=True)):
         assert torch.equal(torch.cat([zero.ids, one.ids]), single[b].ids)
         assert torch.equal(torch.cat([zero.images, one.images]), single[b].images)
-
-
-class HostCopies(TorchDispatchMode):
-    """Records the operations that take a CPU tensor and give a meta one: copies from the host."""
-
-    def __init__(self):
-        super().__init__()
-        self.copies: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        if "cpu" in inputs and "meta" in {t.device.type for t in tree_leaves(out) if isinstance(t, torch.Tensor)}:
-            self.copies.append(str(func))
-        return out
 
 
 def test_device_resident_data_copies_only_the_epochs_random_numbers():
