@@ -177,9 +177,10 @@ def build_cli(loaded: Plugins) -> click.Group:
     from dstbench.frequency import frequency
     from dstbench.leaderboard import leaderboard
     from dstbench.sparse.command import masks
+    from dstbench.sparse.connectivity import connectivity
     from dstbench.sweep import sweep
 
-    for command in (run, eval_, list_, plugins, leaderboard, masks, sweep, corrupt, frequency):
+    for command in (run, eval_, list_, plugins, leaderboard, masks, connectivity, sweep, corrupt, frequency):
         cli.add_command(command)
     try:
         extra = loaded.registry.entries["command"].values()
