@@ -49,6 +49,7 @@ def test_registered_names() -> None:
         *CIFAR_RESNETS,
         "cifar-efficientnet-b0",
         "cifar-vgg16",
+        "cifar-vgg16-like",
         "cifar-deit-tiny",
         "digits-cnn",
         "resnet18",
@@ -116,6 +117,19 @@ def test_cifar_vgg16_layout() -> None:
     assert len(convs) == 13
     assert all(conv.kernel_size == (3, 3) and conv.stride == (1, 1) for conv in convs)
     assert [(m.in_features, m.out_features) for m in linears] == [(512, 100)]
+
+
+def test_cifar_vgg16_like_is_sparselearnings() -> None:
+    """VGG16('like') of sparselearning: 13 biased 3×3 convs with batch norm, Linear(512, 512), ReLU, BatchNorm1d,
+    Linear: its parameter count by hand."""
+    model = build("cifar-vgg16-like", num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(convs) == 13 and all(conv.bias is not None for conv in convs)
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 10)]
+    widths = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    conv_params = sum(9 * i * o + o + 2 * o for i, o in zip(widths[:-1], widths[1:], strict=True))  # +bias, BN
+    assert n_params(model) == conv_params + (512 * 512 + 512) + 2 * 512 + (512 * 10 + 10)
 
 
 @pytest.mark.parametrize(

@@ -100,23 +100,35 @@ def build_cifar_deit_tiny(request: ModelRequest) -> nn.Module:
     return _check_patch_grid(model, "cifar-deit-tiny", request.image_size)
 
 
-def _conv_bn_relu(in_chans: int, out_chans: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False), nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
+def _conv_bn_relu(in_chans: int, out_chans: int, bias: bool = False) -> list[nn.Module]:
+    return [nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=bias), nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
 
 
-def build_cifar_vgg16(request: ModelRequest) -> nn.Module:
-    # Not timm's vgg16: its 4096-wide ImageNet head would hold most of the weights; CIFAR VGG has one Linear.
+def _vgg16_features(in_chans: int, bias: bool = False) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    channels = request.in_chans
+    channels = in_chans
     for item in VGG16_LAYERS:
         if item == "M":
             # ceil_mode changes nothing for 32 or 64 px, but keeps Fashion-MNIST's 28 px (28-14-7-4-2-1) from
             # shrinking to nothing at the fifth pool
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         else:
-            layers += _conv_bn_relu(channels, int(item))
+            layers += _conv_bn_relu(channels, int(item), bias)
             channels = int(item)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, request.num_classes))
+    return [*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
+def build_cifar_vgg16(request: ModelRequest) -> nn.Module:
+    # Not timm's vgg16: its 4096-wide ImageNet head would hold most of the weights; CIFAR VGG has one Linear.
+    return nn.Sequential(*_vgg16_features(request.in_chans), nn.Linear(512, request.num_classes))
+
+
+def build_cifar_vgg16_like(request: ModelRequest) -> nn.Module:
+    """sparselearning's VGG16('like') (Dettmers & Zettlemoyer; the code ITOP and GraNet build on): biased convs,
+    and a classifier Linear(512, 512), ReLU, BatchNorm1d, Linear. Its flatten of the 1 × 1 map at 32 px is the
+    average pool here, which also takes 64 px."""
+    head = [nn.Linear(512, 512), nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Linear(512, request.num_classes)]
+    return nn.Sequential(*_vgg16_features(request.in_chans, bias=True), *head)
 
 
 def build_digits_cnn(request: ModelRequest) -> nn.Module:
@@ -151,6 +163,11 @@ def register_models(register: Callable[[ModelSpec], None]) -> None:
             f"EfficientNet-B0, {cifar_stem}",
         ),
         ModelSpec("cifar-vgg16", build_cifar_vgg16, "VGG-16 with batch norm and one linear layer, for 32–64 px"),
+        ModelSpec(
+            "cifar-vgg16-like",
+            build_cifar_vgg16_like,
+            "sparselearning's VGG16('like'): biased convs, two linear layers, for 32–64 px",
+        ),
         ModelSpec("cifar-deit-tiny", build_cifar_deit_tiny, "DeiT-Tiny with 4-px patches, for 32 px (sizes ÷ 4)"),
         ModelSpec("digits-cnn", build_digits_cnn, "3-conv CNN, 24k weights, for small images (≥ 16 px) on a CPU"),
         ModelSpec("resnet18", timm_plain("resnet18"), "ResNet-18, ImageNet stem, for 64–224 px"),
