@@ -22,7 +22,6 @@ import torch
 
 from dstbench.config import TRAIN
 from dstbench.errors import UserError
-from dstbench.train import resolve_precision
 
 if TYPE_CHECKING:
     from dstbench.config import RunConfig
@@ -134,7 +133,7 @@ def save_training(run: Run, path: Path) -> None:
         "rng": _rng_state(run),
         "history": [vars(s) for s in run.history],
         "device_type": run.device.type,
-        "precision": resolve_precision(run.config.precision, run.device),
+        "precision": run.precision,
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
