@@ -48,7 +48,9 @@ class RunConfig:
     algo_options: dict = _opt({}, "Algorithm option, repeatable: --algo-opt drop_fraction=0.3.", metavar="KEY=VALUE")
     trainer: str | None = _opt(None, "Training recipe; default: the dataset modality's trainer.", metavar="NAME")
     data_dir: str | None = _opt(None, "Where the dataset is; 'hf:<name>' for a Hugging Face dataset.", RUNTIME, "DIR")
-    download: bool = _opt(False, "Allow downloading the dataset if it is not found.", RUNTIME)
+    download: bool = _opt(
+        False, "Allow downloading the dataset, or a released corrupted set (--suite ...-files), if not found.", RUNTIME
+    )
     split: int = _opt(1, "Official train/test split of UCF101 or HMDB51: 1, 2 or 3.", metavar="N")
     frames: int | None = _opt(None, "Frames per video clip; default: the dataset's recipe.", metavar="T")
     frame_stride: int | None = _opt(None, "Take every n-th frame of a video when sampling a clip.", metavar="N")

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,8 +37,9 @@ from dstbench.data import StreamImages, TensorImages
 from dstbench.data.sources import DATA_ROOT_ENV
 from dstbench.errors import UserError
 from dstbench.evaluate import evaluate
-from dstbench_plugins import released_c
-from dstbench_plugins.released_c import CIFAR10_C, Archive, CifarCFiles, ImageNetCFiles, TinyImageNetCFiles
+from dstbench_plugins import archives, released_c
+from dstbench_plugins.archives import Archive
+from dstbench_plugins.released_c import CIFAR10_C, CifarCFiles, ImageNetCFiles, TinyImageNetCFiles
 
 CPU = torch.device("cpu")
 CORRUPTIONS = ("gaussian_noise", "shot_noise")
@@ -264,7 +266,7 @@ def serve(
 
 
 def downloading_suite(url: str, md5: str) -> CifarCFiles:
-    return CifarCFiles("cifar10-c-files", "test", Archive(url, md5, CIFAR10_C.folder))
+    return CifarCFiles("cifar10-c-files", "test", Archive(url, md5, CIFAR10_C.folder, CIFAR10_C.holds))
 
 
 def test_download_resumes_checks_md5_and_unpacks(data_root, quiet):
@@ -288,14 +290,16 @@ def test_a_resume_answered_with_other_bytes_is_refused(tmp_path, quiet):
     part.write_bytes(b"0123")
     with serve(b"0123456789", range_from=0) as (url, _):
         with pytest.raises(UserError, match=f"answered a resume from byte 4 with 'bytes 0-9/10'; delete {part}"):
-            released_c.download(url, part, quiet)
+            archives.download(url, part, quiet)
     assert part.read_bytes() == b"0123"
 
 
 def test_download_with_the_wrong_md5_is_deleted(data_root, quiet):
     with serve(b"not the archive") as (url, _):
-        with pytest.raises(UserError, match="arrived with md5 .* expected 0{32}; the download was deleted"):
-            released_c.fetch(Archive(url, "0" * 32, "CIFAR-10-C"), data_root, quiet)
+        with pytest.raises(
+            UserError, match="arrived with md5 [0-9a-f]{32}, not the published 0{32} of .*; the download was deleted"
+        ):
+            archives.fetch(Archive(url, "0" * 32, "CIFAR-10-C", ("labels.npy",)), data_root, quiet)
     assert os.listdir(data_root) == []
 
 
@@ -304,12 +308,20 @@ def test_an_archive_already_there_is_checked_before_unpacking_and_kept_when_wron
     data_root.mkdir(parents=True, exist_ok=True)
     tar.write_bytes(cifar_c_tar(np.arange(3)))  # some other archive under the expected name
     with pytest.raises(
-        UserError, match=f"{tar} has md5 [0-9a-f]{{32}}, not 0{{32}} of http://127.0.0.1:9/CIFAR-10-C.tar: it is"
+        UserError,
+        match=f"{tar} has md5 [0-9a-f]{{32}}, not the published 0{{32}} of http://127.0.0.1:9/CIFAR-10-C.tar: it is",
     ):
-        released_c.fetch(Archive("http://127.0.0.1:9/CIFAR-10-C.tar", "0" * 32, "CIFAR-10-C"), data_root, quiet)
+        archives.fetch(
+            Archive("http://127.0.0.1:9/CIFAR-10-C.tar", "0" * 32, "CIFAR-10-C", ("labels.npy",)), data_root, quiet
+        )
     assert os.listdir(data_root) == ["CIFAR-10-C.tar"]  # neither unpacked nor deleted
-    released_c.fetch(
-        Archive("http://127.0.0.1:9/CIFAR-10-C.tar", hashlib.md5(tar.read_bytes()).hexdigest(), "CIFAR-10-C"),
+    archives.fetch(
+        Archive(
+            "http://127.0.0.1:9/CIFAR-10-C.tar",
+            hashlib.md5(tar.read_bytes()).hexdigest(),
+            "CIFAR-10-C",
+            ("labels.npy",),
+        ),
         data_root,
         quiet,
     )  # the right one is unpacked without downloading
@@ -324,7 +336,7 @@ def test_unpacking_refuses_paths_outside_the_folder(tmp_path, quiet):
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(UserError, match="not a plain file inside the archive"):
-        released_c.unpack(tar_path, tmp_path / "root", "CIFAR-10-C", quiet)
+        archives.unpack(tar_path, tmp_path / "root", CIFAR10_C, quiet)
     assert not (tmp_path / "escaped.npy").exists() and sorted(os.listdir(tmp_path / "root")) == ["evil.tar"]
 
 
@@ -371,7 +383,7 @@ def test_missing_severity_folder_is_named(tmp_path, quiet):
     wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, severities=(1, 3))
     with pytest.raises(UserError, match=f"{tmp_path} has no folder gaussian_noise/3;"):
         released_c.suites()[2].prepare(wanted)
-    with pytest.raises(UserError, match="Tiny-ImageNet-C not found; looked in: .*zenodo.org/records/2536630"):
+    with pytest.raises(UserError, match="Tiny-ImageNet-C not found; looked in: .*zenodo.org/records/8206060"):
         released_c.suites()[2].prepare(request(torch.zeros(0), torch.zeros(0), tmp_path / "none", quiet))
 
 
@@ -417,6 +429,139 @@ def test_imagenet_c_streams_224_px_jpegs(tmp_path, quiet):
     cell.workers = 0
     with pytest.raises(UserError, match="is 200x224, not 224x224"):
         list(cell.batches(2, CPU, train=False))
+
+
+# --- Downloads of folder releases, and ImageNet-3DCC ---------------------------------------------------------------
+
+
+@contextmanager
+def serve_files(files: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on localhost serving `files` by name (404 for others); yields its base URL and the names asked."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            name = self.path.rsplit("/", 1)[-1]
+            asked.append(name)
+            body = files.get(name)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/files", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def folder_tar(tmp_path: Path, corruptions: tuple[str, ...], prefix: str, mode: str = "w") -> bytes:
+    """A tar of 64-px <corruption>/<severity>/<wnid>/ folders (severities 1 and 2, two classes) under `prefix`."""
+    source = tmp_path / f"source-{'-'.join(corruptions)}"
+    write_folder_c(source, ("n01", "n02"), 64, "png")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for corruption in corruptions:
+            tar.add(source / "gaussian_noise", arcname=f"{prefix}{corruption}")
+    return buffer.getvalue()
+
+
+def test_folder_releases_fetch_only_the_archives_of_missing_corruptions(tmp_path, data_root, quiet):
+    payloads = {  # the layouts differ: the content folder is found by the corruption folders it holds
+        "noise.tar": folder_tar(tmp_path, ("gaussian_noise", "shot_noise"), ""),
+        "blur.tar": folder_tar(tmp_path, ("defocus_blur",), "Tiny-ImageNet-C/blur/"),
+    }
+    with serve_files(payloads) as (base, asked):
+        groups = {"noise.tar": ("gaussian_noise", "shot_noise"), "blur.tar": ("defocus_blur",)}
+        suite = TinyImageNetCFiles(
+            "tinyimagenet-c-files",
+            "test",
+            64,
+            tuple(
+                Archive(f"{base}/{name}", hashlib.md5(payloads[name]).hexdigest(), "Tiny-ImageNet-C", holds)
+                for name, holds in groups.items()
+            ),
+            "tinyimagenet-c",
+            "the test server",
+        )
+
+        def wanted(*corruptions: str, download: bool = True) -> SuiteRequest:
+            fields = {"corruptions": corruptions, "severities": (1, 2), "classes": ("n01", "n02")}
+            return replace(request(torch.zeros(0), torch.zeros(0), None, quiet, **fields), download=download)
+
+        with pytest.raises(UserError, match="Tiny-ImageNet-C not found; .* pass --c-dir, or pass --download"):
+            suite.prepare(wanted("shot_noise", download=False))
+        prepared = suite.prepare(wanted("shot_noise"))
+        assert asked == ["noise.tar"]
+        assert score(prepared, prepared.released("shot_noise", 2), quiet, (1, 2), ("shot_noise",)).mpc == 100
+        suite.prepare(wanted("gaussian_noise", "shot_noise"))
+        assert asked == ["noise.tar"]  # both are there: nothing fetched
+        suite.prepare(wanted("defocus_blur", "gaussian_noise"))
+        assert asked == ["noise.tar", "blur.tar"]
+    assert sorted(os.listdir(data_root / "Tiny-ImageNet-C")) == ["defocus_blur", "gaussian_noise", "shot_noise"]
+    assert sorted(os.listdir(data_root)) == [".cache", "Tiny-ImageNet-C"]  # archives and scratch folders gone
+
+
+def test_an_archive_without_a_published_sum_is_checked_by_unpacking(tmp_path, data_root, quiet):
+    good = folder_tar(tmp_path, ("near_focus",), "", mode="w:gz")
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF
+    with serve_files({"near_focus.tar.gz": bytes(damaged)}) as (base, _):
+        archive = Archive(f"{base}/near_focus.tar.gz", None, "ImageNet-3DCC", ("near_focus",))
+        with pytest.raises(UserError, match=r"near_focus.tar.gz arrived with a damaged gzip stream \(.*\); the"):
+            archives.fetch(archive, data_root, quiet)
+    assert os.listdir(data_root) == []  # deleted
+    (data_root / "near_focus.tar.gz").write_bytes(bytes(damaged))  # one found in place is kept
+    with pytest.raises(UserError, match=r"near_focus.tar.gz has a damaged gzip stream \(.*\): it is another or a"):
+        archives.fetch(archive, data_root, quiet)
+    (data_root / "near_focus.tar.gz").unlink()
+    with serve_files({"near_focus.tar.gz": good}) as (base, _):
+        archives.fetch(replace(archive, url=f"{base}/near_focus.tar.gz"), data_root, quiet)
+    assert sorted(os.listdir(data_root / "ImageNet-3DCC" / "near_focus")) == ["1", "2"]
+    assert sorted(os.listdir(data_root)) == ["ImageNet-3DCC"]
+
+
+def test_a_download_that_cannot_fit_on_the_disk_is_refused(tmp_path, quiet, monkeypatch):
+    free = type("Usage", (), {"free": 1_500_000_000})
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda path: free)
+    part = tmp_path / "big.tar.part"
+    with pytest.raises(UserError, match=f"{tmp_path} has 1.5 GB free; big.tar needs 2.0 GB to download and unpack"):
+        archives._check_space(part, 1_000_000_000, 0)
+    archives._check_space(part, 700_000_000, 0)
+    archives._check_space(part, -1, 0)  # no Content-Length: nothing to check
+
+
+def test_imagenet_3dcc_suite(plugins, tmp_path, quiet):
+    suite = plugins.registry.suite("imagenet-3dcc-files")
+    assert len(suite.corruptions) == 12 and len(suite.archives) == 12 and suite.resolution == "224 px (released files)"
+    assert suite.select(["noise", "fog_3d"], [5]) == (("fog_3d", "iso_noise", "color_quant", "low_light"), (5,))
+    with pytest.raises(UserError, match="unknown imagenet-3dcc-files corruption 'fog'"):
+        suite.select(["fog"], None)
+    with pytest.raises(UserError, match="corrupts nothing itself$"):
+        suite.corrupt(torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "fog_3d", 1, None)
+    assert {a.url.rsplit("/", 1)[-1] for a in suite.archives} == {f"{c}.tar.gz" for c in suite.corruptions}
+    square = torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8)
+    assert suite.fit(square) is square
+    wide = torch.randint(0, 256, (3, 240, 320), dtype=torch.uint8)
+    from dstbench_plugins.datasets import imagenet_test_transform
+
+    assert torch.equal(suite.fit(wide), imagenet_test_transform()(wide)) and suite.fit(wide).shape == (3, 224, 224)
+    for name in ("fog_3d", "near_focus"):
+        write_folder_c(tmp_path / "ImageNet-3DCC" / "tmp", ("n01",), 240, "png", per_class=1)
+        (tmp_path / "ImageNet-3DCC" / "tmp" / "gaussian_noise").rename(tmp_path / "ImageNet-3DCC" / name)
+        shutil.rmtree(tmp_path / "ImageNet-3DCC" / "tmp")
+    wanted = request(torch.zeros(0), torch.zeros(0), tmp_path, quiet, corruptions=("near_focus", "fog_3d"))
+    with pytest.raises(UserError, match="has no folder near_focus/3; .* or pass --download"):
+        suite.prepare(wanted)
+    cell = suite.prepare(replace(wanted, severities=(2,))).released("fog_3d", 2)
+    cell.workers = 0
+    assert next(cell.batches(1, CPU, train=False)).images.shape == (1, 3, 224, 224)
 
 
 # --- Through the command line --------------------------------------------------------------------------------------

@@ -296,6 +296,13 @@ def load_tinyimagenet(request: LoadRequest) -> DataSplits:
 # --- ImageNet ------------------------------------------------------------------------------------------------------
 
 
+def imagenet_test_transform() -> Callable[[torch.Tensor], torch.Tensor]:
+    """ImageNet's validation transform: the shorter side to 256 px, then the centre 224 x 224."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])
+
+
 def load_imagenet(request: LoadRequest) -> DataSplits:
     """ImageNet's JPEGs in class folders, streamed from disk by DataLoader workers."""
     from torchvision.transforms import v2
@@ -311,7 +318,7 @@ def load_imagenet(request: LoadRequest) -> DataSplits:
         )
     files = folder_per_class_files(folder, test_split="val")
     train_transform = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip()])
-    test_transform = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])
+    test_transform = imagenet_test_transform()
     workers = min(8, os.cpu_count() or 1)
     train = ImageFiles(files.train_files, files.train_labels, train_transform)
     test = ImageFiles(files.test_files, files.test_labels, test_transform)

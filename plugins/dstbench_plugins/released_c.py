@@ -1,37 +1,31 @@
-"""The released corrupted test sets of Hendrycks & Dietterich (ICLR 2019), evaluated from their published files.
+"""Released corrupted test sets, evaluated from their published files instead of corrupting on the fly.
 
-`--suite cifar10-c-files --c-dir DIR` (and `cifar100-c-files`, `tinyimagenet-c-files`, `imagenet-c-files`) scores a
-model on the very images the benchmark published instead of corrupting the clean test set on the fly:
+`--suite cifar10-c-files --c-dir DIR` (and the others below) scores a model on the very images a benchmark
+published. `--download` fetches the published archives into the data root (md5-checked where a sum is published,
+resumable, with a progress bar):
 
   CIFAR-10-C, CIFAR-100-C   DIR or DIR/CIFAR-10-C holds `<corruption>.npy`, uint8 (5·N, 32, 32, 3), severity s in
                             rows (s-1)·N … s·N - 1 in the clean test set's order, and `labels.npy`; memory-mapped.
-                            `--download` fetches the Zenodo archive (records 2535967 and 3555552) into the data root.
   Tiny-ImageNet-C           DIR or DIR/Tiny-ImageNet-C holds `<corruption>/<severity>/<wnid>/*.JPEG` (64 px),
                             decoded once into the data root's cache.
   ImageNet-C                DIR or DIR/ImageNet-C holds `<corruption>/<severity>/<wnid>/*.JPEG` (224 px), streamed.
+  ImageNet-3DCC             DIR or DIR/ImageNet-3DCC, the same layout, 12 corruptions of Kar et al. (CVPR 2022) that
+                            follow the scene's depth; streamed. No on-the-fly version: they need depth maps.
 
 `prepare` finds and checks the files of the selected cells before anything is trained; `released` hands the
-evaluator one lazily read cell, so holding every cell of the grid costs no memory. Zenodo publishes an md5 sum per
-archive, not per file, so only a download is checked against a sum; unpacked files are checked for shape, type and
-labels instead.
+evaluator one lazily read cell, so holding every cell of the grid costs no memory. The publishers give an md5 sum
+per archive, not per file, so only a download is checked against a sum; unpacked files are checked for shape, type
+and labels instead.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import http.client
 import os
-import tarfile
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,32 +49,73 @@ from dstbench.data.sources import (
 )
 from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
+from dstbench_plugins.archives import Archive, fetch
+from dstbench_plugins.datasets import imagenet_test_transform
 from dstbench_plugins.image_c import BENCHMARK, EXTRA, SUBSETS
 
 if TYPE_CHECKING:
     from dstbench.data.loader import Batch
-    from dstbench.report import Reporter
 
 Cell = tuple[str, int]  # (corruption, severity)
 
-DOWNLOAD_CHUNK = 1 << 20  # bytes read between progress updates
-DOWNLOAD_TIMEOUT_S = 60
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A published archive: where to fetch it, its md5 sum, and the folder it unpacks to."""
-
-    url: str
-    md5: str
-    folder: str
-
-
 CIFAR10_C = Archive(
-    "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499", "CIFAR-10-C"
+    "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
+    "56bf5dcef84df0e2308c6dcbcbbd8499",
+    "CIFAR-10-C",
+    ("labels.npy",),
 )
 CIFAR100_C = Archive(
-    "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar", "11f0ed0f1191edbf9fa23466ae6021d3", "CIFAR-100-C"
+    "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar",
+    "11f0ed0f1191edbf9fa23466ae6021d3",
+    "CIFAR-100-C",
+    ("labels.npy",),
+)
+TINYIMAGENET_C = (
+    Archive(
+        "https://zenodo.org/records/8206060/files/Tiny-ImageNet-C.tar",
+        "f9c9a9dbdc11469f0b850190f7ad8be1",
+        "Tiny-ImageNet-C",
+        BENCHMARK,
+    ),
+    Archive(
+        "https://zenodo.org/records/8206060/files/Tiny-ImageNet-C-extra.tar",
+        "0db0588d243cf403ef93449ec52b70eb",
+        "Tiny-ImageNet-C",
+        EXTRA,
+    ),
+)
+# ImageNet-C comes in five archives, by the corruption groups of the paper (the extra four in their own).
+IMAGENET_C_GROUPS = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+    "extra": EXTRA,
+}
+IMAGENET_C_MD5 = {
+    "noise": "e80562d7f6c3f8834afb1ecf27252745",
+    "blur": "2d8e81fdd8e07fef67b9334fa635e45c",
+    "weather": "33ffea4db4d93fe4a428c40a6ce0c25d",
+    "digital": "89157860d7b10d5797849337ca2e5c03",
+    "extra": "d492dfba5fc162d8ec2c3cd8ee672984",
+}
+IMAGENET_C = tuple(
+    Archive(f"https://zenodo.org/records/2235448/files/{group}.tar", IMAGENET_C_MD5[group], "ImageNet-C", holds)
+    for group, holds in IMAGENET_C_GROUPS.items()
+)
+# ImageNet-3DCC (Kar et al., CVPR 2022): one .tar.gz per corruption, no published checksums.
+IMAGENET_3DCC_GROUPS = {
+    "depth_of_field": ("near_focus", "far_focus"),
+    "camera_motion": ("xy_motion_blur", "z_motion_blur"),
+    "lighting": ("flash",),
+    "weather": ("fog_3d",),
+    "noise": ("iso_noise", "color_quant", "low_light"),
+    "video": ("bit_error", "h265_abr", "h265_crf"),
+}
+IMAGENET_3DCC_CORRUPTIONS = tuple(name for group in IMAGENET_3DCC_GROUPS.values() for name in group)
+IMAGENET_3DCC = tuple(
+    Archive(f"https://datasets.epfl.ch/3dcc/imagenet_3dcc/{name}.tar.gz", None, "ImageNet-3DCC", (name,))
+    for name in IMAGENET_3DCC_CORRUPTIONS
 )
 
 
@@ -117,13 +152,21 @@ class ReleasedImages(ImageData):
 class ReleasedSuite(CorruptionSuite):
     """A suite of published files: `prepare` returns a copy holding the selected cells, `released` hands them out."""
 
-    corruptions = BENCHMARK + EXTRA
-    subsets = SUBSETS
-
-    def __init__(self, name: str, description: str, image_size: int, folder: str, generated: str):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        image_size: int,
+        archives: tuple[Archive, ...],
+        generated: str | None,
+        corruptions: tuple[str, ...] = BENCHMARK + EXTRA,
+        subsets: Mapping[str, tuple[str, ...]] = SUBSETS,
+    ):
         self.name, self.description, self.image_size = name, description, image_size
-        self.folder = folder  # the folder the release unpacks to, looked for inside --c-dir
-        self.generated = generated  # the suite that corrupts on the fly with the same parameters
+        self.archives = archives  # what --download fetches
+        self.folder = archives[0].folder  # the folder the release unpacks to, looked for inside --c-dir
+        self.generated = generated  # the suite that corrupts on the fly with the same parameters, if any
+        self.corruptions, self.subsets = corruptions, subsets
         self.resolution = f"{image_size} px (released files)"
         self.cells: dict[Cell, ImageData] = {}
 
@@ -146,10 +189,8 @@ class ReleasedSuite(CorruptionSuite):
         return self.cells[(corruption, severity)]
 
     def corrupt(self, images: torch.Tensor, corruption: str, severity: int, rng: SampleRNG) -> torch.Tensor:
-        raise UserError(
-            f"suite '{self.name}' evaluates released files and corrupts nothing itself; "
-            f"suite '{self.generated}' corrupts images with the same parameters"
-        )
+        alternative = f"; suite '{self.generated}' corrupts images with the same parameters" if self.generated else ""
+        raise UserError(f"suite '{self.name}' evaluates released files and corrupts nothing itself{alternative}")
 
     @abstractmethod
     def load_cells(
@@ -165,7 +206,7 @@ class CifarCFiles(ReleasedSuite):
     """CIFAR-10-C or CIFAR-100-C: `<corruption>.npy` and `labels.npy`, rows in the clean test set's order."""
 
     def __init__(self, name: str, description: str, archive: Archive):
-        super().__init__(name, description, 32, archive.folder, "cifar-c")
+        super().__init__(name, description, 32, (archive,), "cifar-c")
         self.archive = archive
 
     def load_cells(
@@ -255,113 +296,6 @@ def _read_rows(images: np.ndarray, offset: int, ids: torch.Tensor) -> torch.Tens
     return torch.from_numpy(rows).permute(0, 3, 1, 2).contiguous()
 
 
-# --- Downloads ---------------------------------------------------------------------------------------------------
-
-
-def fetch(archive: Archive, root: Path, reporter: Reporter) -> None:
-    """Download `archive` into `root` (resuming a broken download from its `.part` file), check its md5 sum and
-    unpack it there. The archive is deleted once unpacked."""
-    tar = root / PurePosixPath(urllib.parse.urlparse(archive.url).path).name
-    if tar.exists():  # an earlier unpacking was interrupted, or someone put a file there: checked, never deleted
-        actual = md5sum(tar)
-        if actual != archive.md5:
-            raise UserError(
-                f"{tar} has md5 {actual}, not {archive.md5} of {archive.url}: it is another or a damaged file; "
-                "move it away and run again"
-            )
-    else:
-        part = tar.with_name(f"{tar.name}.part")
-        root.mkdir(parents=True, exist_ok=True)
-        reporter.info(f"downloading {archive.url} into {root}")
-        download(archive.url, part, reporter)
-        actual = md5sum(part)
-        if actual != archive.md5:
-            part.unlink()
-            raise UserError(
-                f"{archive.url} arrived with md5 {actual}, expected {archive.md5}; the download was deleted, "
-                "run again to download it afresh"
-            )
-        os.replace(part, tar)
-    unpack(tar, root, archive.folder, reporter)
-    tar.unlink()
-
-
-def download(url: str, part: Path, reporter: Reporter) -> None:
-    """Fetch `url` into `part`, continuing after the bytes already there (HTTP Range) when the server allows it."""
-    start = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            if response.status != 206:  # the server sends the whole file
-                start = 0
-            elif not (sent := response.headers.get("Content-Range", "")).startswith(f"bytes {start}-"):
-                raise UserError(
-                    f"{url} answered a resume from byte {start:,} with {sent or 'no Content-Range'!r}; delete {part} "
-                    "and run again"
-                )
-            length = int(response.headers.get("Content-Length", -1))
-            received = _receive(response, part, start, length, reporter)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and start:  # nothing left to send: the part is complete
-            return
-        raise UserError(f"downloading {url} failed ({describe(exc)})") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise UserError(f"downloading {url} failed ({describe(exc)}); run again to resume") from None
-    if length >= 0 and received != length:
-        raise UserError(
-            f"downloading {url} broke off after {start + received:,} of {start + length:,} bytes; run again to resume"
-        )
-
-
-def _receive(response: http.client.HTTPResponse, part: Path, start: int, length: int, reporter: Reporter) -> int:
-    """Append the response body to `part` from byte `start` on, with a progress bar; the bytes received."""
-    received = 0
-    description = f"downloading {part.name.removesuffix('.part')}"
-    with open(part, "ab" if start else "wb") as file, reporter.task(description, start + max(length, 0), "B") as task:
-        task.advance(start)
-        while chunk := response.read(DOWNLOAD_CHUNK):
-            file.write(chunk)
-            received += len(chunk)
-            task.advance(len(chunk))
-    return received
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        while chunk := file.read(DOWNLOAD_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def unpack(tar: Path, root: Path, folder: str, reporter: Reporter) -> None:
-    """Extract `tar` in a scratch folder inside `root`, then move the files of its `folder` into `root/folder`, so an
-    interrupted extraction leaves no half-unpacked folder. Members that are links, devices or would land outside
-    the scratch folder are refused."""
-    reporter.info(f"unpacking {tar} into {root / folder}")
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".{folder}.") as scratch:
-        try:
-            with tarfile.open(tar) as archive:
-                members = [_checked_member(member, tar) for member in archive.getmembers()]
-                extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                archive.extractall(scratch, members=members, **extra)
-        except (OSError, tarfile.TarError) as exc:
-            raise UserError(f"cannot unpack {tar} ({describe(exc)}); delete it and download it again") from None
-        unpacked = Path(scratch) / folder
-        if not unpacked.is_dir():
-            raise UserError(f"{tar} holds no folder {folder}; is it the right archive?")
-        (root / folder).mkdir(exist_ok=True)
-        for entry in unpacked.iterdir():
-            os.replace(entry, root / folder / entry.name)
-
-
-def _checked_member(member: tarfile.TarInfo, tar: Path) -> tarfile.TarInfo:
-    path = PurePosixPath(member.name)
-    if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
-        raise UserError(f"{tar} holds '{member.name}', which is not a plain file inside the archive; refusing it")
-    return member
-
-
 # --- Tiny-ImageNet-C and ImageNet-C: folders of JPEGs -------------------------------------------------------------
 
 
@@ -375,8 +309,17 @@ class FolderCFiles(ReleasedSuite):
     the corrupted versions of the clean subset; for Tiny ImageNet (validation files in annotation order) they are
     a subset of the same size drawn with the same seed."""
 
-    def __init__(self, name: str, description: str, image_size: int, folder: str, generated: str, source: str):
-        super().__init__(name, description, image_size, folder, generated)
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        image_size: int,
+        archives: tuple[Archive, ...],
+        generated: str | None,
+        source: str,
+        **choices: tuple[str, ...] | Mapping[str, tuple[str, ...]],
+    ):
+        super().__init__(name, description, image_size, archives, generated, **choices)  # type: ignore[arg-type]
         self.source = source  # where to get the release, for errors
 
     def load_cells(
@@ -387,8 +330,8 @@ class FolderCFiles(ReleasedSuite):
         for (corruption, severity), folder in folders.items():
             if not folder.is_dir():
                 raise UserError(
-                    f"{root} has no folder {corruption}/{severity}; unpack the whole release, or leave the "
-                    "corruption out with --corruptions"
+                    f"{root} has no folder {corruption}/{severity}; unpack the whole release, leave the "
+                    "corruption out with --corruptions, or pass --download"
                 )
         classes = request.classes or class_folders(next(iter(folders.values())))
         cells: dict[Cell, ImageData] = {}
@@ -408,11 +351,23 @@ class FolderCFiles(ReleasedSuite):
         return cells
 
     def _find(self, request: SuiteRequest, corruptions: tuple[str, ...]) -> Path:
-        """The first candidate folder holding a folder of any selected corruption."""
+        """The first candidate folder holding every selected corruption's folder, after fetching the archives of
+        the missing ones into the data root when allowed; failing that, the first holding any of them (for
+        `load_cells` to name what is missing)."""
         dirs = candidate_dirs(request.c_dir, (self.folder,))
-        found = next((d for d in dirs if any((d / c).is_dir() for c in corruptions)), None)
+        if find_dir(dirs, *corruptions) is None and request.download:
+            downloaded = default_data_root() / self.folder
+            for archive in self.archives:
+                if any(name in corruptions and not (downloaded / name).is_dir() for name in archive.holds):
+                    fetch(archive, default_data_root(), request.reporter)
+            dirs = [*dirs, downloaded] if downloaded not in dirs else dirs
+        found = find_dir(dirs, *corruptions) or next(
+            (d for d in dirs if any((d / c).is_dir() for c in corruptions)), None
+        )
         if found is None:
-            raise not_found(self.folder, dirs, f"get it from {self.source}, unpack it and pass --c-dir")
+            raise not_found(
+                self.folder, dirs, f"get it from {self.source}, unpack it and pass --c-dir, or pass --download"
+            )
         return found
 
     @abstractmethod
@@ -467,15 +422,27 @@ class ImageNetCFiles(FolderCFiles):
     def cell(
         self, request: SuiteRequest, cell: Cell, paths: list[str], labels: torch.Tensor, ids: torch.Tensor
     ) -> ImageData:
-        files = ImageFiles(paths, labels.numpy(), _released_224)
+        files = ImageFiles(paths, labels.numpy(), self.fit)
         return StreamImages(files, labels[ids], workers=min(8, os.cpu_count() or 1), ids=ids)
 
+    @staticmethod
+    def fit(image: torch.Tensor) -> torch.Tensor:
+        """A decoded image as the model sees it: ImageNet-C's as it is, if 224x224. (A static method pickles by
+        its qualified name, so spawned DataLoader workers can receive it.)"""
+        if image.shape[-2:] != (224, 224):
+            raise UserError(
+                f"an ImageNet-C image is {image.shape[-1]}x{image.shape[-2]}, not 224x224; is --c-dir right?"
+            )
+        return image
 
-def _released_224(image: torch.Tensor) -> torch.Tensor:
-    """The decoded image as it is (module-level, so spawned DataLoader workers can unpickle it), if 224x224."""
-    if image.shape[-2:] != (224, 224):
-        raise UserError(f"an ImageNet-C image is {image.shape[-1]}x{image.shape[-2]}, not 224x224; is --c-dir right?")
-    return image
+
+class ImageNet3DCCFiles(ImageNetCFiles):
+    """ImageNet-3DCC, streamed like ImageNet-C. Its images are used as they are when 224x224; any other size gets
+    the clean validation images' transform (shorter side to 256 px, centre 224 crop), so both see the same view."""
+
+    @staticmethod
+    def fit(image: torch.Tensor) -> torch.Tensor:
+        return image if image.shape[-2:] == (224, 224) else imagenet_test_transform()(image)
 
 
 # --- Registration ------------------------------------------------------------------------------------------------
@@ -491,17 +458,27 @@ def suites() -> list[ReleasedSuite]:
             "tinyimagenet-c-files",
             f"Tiny-ImageNet-C's released JPEGs, decoded once into the cache ({SOURCE})",
             64,
-            "Tiny-ImageNet-C",
+            TINYIMAGENET_C,
             "tinyimagenet-c",
-            "https://zenodo.org/records/2536630",
+            "https://zenodo.org/records/8206060",
         ),
         ImageNetCFiles(
             "imagenet-c-files",
             f"ImageNet-C's released JPEGs, streamed ({SOURCE})",
             224,
-            "ImageNet-C",
+            IMAGENET_C,
             "imagenet-c",
             "https://zenodo.org/records/2235448",
+        ),
+        ImageNet3DCCFiles(
+            "imagenet-3dcc-files",
+            "ImageNet-3DCC's released JPEGs: 12 corruptions that follow the scene's depth, streamed (Kar et al. 2022)",
+            224,
+            IMAGENET_3DCC,
+            None,
+            "https://datasets.epfl.ch/3dcc/index.html",
+            corruptions=IMAGENET_3DCC_CORRUPTIONS,
+            subsets=IMAGENET_3DCC_GROUPS,
         ),
     ]
 
