@@ -173,6 +173,7 @@ def build_cli(loaded: Plugins) -> click.Group:
         """
         ctx.obj = loaded
 
+    from dstbench.compare import compare
     from dstbench.corrupt_command import corrupt
     from dstbench.frequency import frequency
     from dstbench.leaderboard import leaderboard
@@ -180,7 +181,8 @@ def build_cli(loaded: Plugins) -> click.Group:
     from dstbench.sparse.connectivity import connectivity
     from dstbench.sweep import sweep
 
-    for command in (run, eval_, list_, plugins, leaderboard, masks, connectivity, sweep, corrupt, frequency):
+    commands = (run, eval_, list_, plugins, leaderboard, masks, connectivity, sweep, compare, corrupt, frequency)
+    for command in commands:
         cli.add_command(command)
     try:
         extra = loaded.registry.entries["command"].values()

@@ -1,8 +1,9 @@
 """The summary of a sweep: per algorithm × sparsity, clean accuracy and mPC over seeds, and the difference to dense
-training paired by seed with its t interval, so a reader sees whether a gain is larger than the noise between seeds.
+training paired by seed with its t interval, so a reader sees whether a gain is larger than the noise between seeds;
+and, as in the paper's figures, the relative accuracy gain over dense of every corruption × severity cell.
 
-`summarize` (entry dicts -> `Summary`) is a pure function; `summary_tables` and `plot` render its result, and
-`write_summary` writes both files.
+`summarize` (entry dicts -> `Summary`) is a pure function; `summary_tables`, `plot` and `plot_gains` render its
+result, and `write_summary` writes the files.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class RunMetrics:
     corruptions_mce: float | None
     corruptions_relative_mce: float | None
     wall_time_s: float
+    corruptions: dict[str, dict[str, float]]  # accuracy (%) per corruption and severity
 
     @classmethod
     def of(cls, entry: Mapping[str, Any]) -> RunMetrics:
@@ -92,6 +94,7 @@ class RunMetrics:
             corruptions_mce=entry["corruptions_mce"],
             corruptions_relative_mce=entry["corruptions_relative_mce"],
             wall_time_s=entry["training"]["wall_time_s"],
+            corruptions=entry["corruptions"],
         )
 
     @property
@@ -118,6 +121,14 @@ class Row:
     rpc: Stat
     clean_acc_vs_baseline: Difference | None
     corruptions_acc_vs_baseline: Difference | None
+    # 100 · (acc − baseline acc) / baseline acc per corruption and severity, averaged over the seeds both have (None
+    # where the baseline's accuracy is 0 for one of them); None without a baseline.
+    cell_gains: dict[str, dict[str, float | None]] | None
+
+    def top_gain(self) -> tuple[str, str, float] | None:
+        """The cell with the largest relative gain: (corruption, severity, gain)."""
+        cells = [(c, sev, g) for c, row in (self.cell_gains or {}).items() for sev, g in row.items() if g is not None]
+        return max(cells, key=lambda cell: cell[2], default=None)
 
     @property
     def setting(self) -> tuple[str, str, str]:
@@ -166,7 +177,33 @@ def _row(by_seed: dict[int, RunMetrics], baselines: dict[tuple, dict[int, RunMet
         rpc=Stat.of([run.rpc for run in by_seed.values()]),
         clean_acc_vs_baseline=versus("clean_acc"),
         corruptions_acc_vs_baseline=versus("corruptions_acc"),
+        cell_gains=_cell_gains(by_seed, reference) if reference else None,
     )
+
+
+def _cell_gains(
+    by_seed: dict[int, RunMetrics], reference: dict[int, RunMetrics]
+) -> dict[str, dict[str, float | None]] | None:
+    """Relative gain (%) of each cell both grids hold, averaged over the seeds both have."""
+    seeds = sorted(by_seed.keys() & reference.keys())
+    if not seeds:
+        return None
+    gains: dict[str, dict[str, float | None]] = {}
+    for corruption, severities in by_seed[seeds[0]].corruptions.items():
+        for severity in severities:
+            pairs = [
+                (
+                    by_seed[s].corruptions.get(corruption, {}).get(severity),
+                    reference[s].corruptions.get(corruption, {}).get(severity),
+                )
+                for s in seeds
+            ]
+            if any(acc is None or base is None for acc, base in pairs):
+                continue
+            defined = all(base > 0 for _, base in pairs)
+            gain = fmean(100 * (acc - base) / base for acc, base in pairs) if defined else None
+            gains.setdefault(corruption, {})[severity] = gain
+    return gains
 
 
 def _settings(summary: Summary) -> dict[tuple[str, str, str], list[Row]]:
@@ -189,6 +226,11 @@ def _difference_cell(diff: Difference | None) -> str:
     return f"[bold {'green' if diff.mean > 0 else 'red'}]{text} *[/]" if diff.significant else text
 
 
+def _top_gain_cell(row: Row) -> str:
+    top = row.top_gain()
+    return "—" if top is None else f"{top[0]} {top[1]}: {top[2]:+.1f}%"
+
+
 def summary_tables(summary: Summary) -> Group:
     """A table per dataset × model × suite: accuracies over seeds and the paired difference to the baseline."""
     from rich.console import Group
@@ -196,12 +238,13 @@ def summary_tables(summary: Summary) -> Group:
 
     caption = (
         f"mean ± std over seeds; Δ: mean difference to {summary.baseline} paired by seed "
-        f"[{summary.confidence:.0%} t interval]; * the interval excludes 0"
+        f"[{summary.confidence:.0%} t interval]; * the interval excludes 0; top cell gain: the corruption and "
+        f"severity whose accuracy gains most relative to {summary.baseline} (every cell: gains.png)"
     )
     tables = []
     for setting, rows in _settings(summary).items():
         table = Table(title=" · ".join(setting), title_justify="left", caption=caption, caption_justify="left")
-        for column in ("algorithm", "sparsity", "n", "clean", "mPC", "rPC", "Δ clean", "Δ mPC"):
+        for column in ("algorithm", "sparsity", "n", "clean", "mPC", "rPC", "Δ clean", "Δ mPC", "top cell gain"):
             table.add_column(column, justify="left" if column == "algorithm" else "right")
         for row in rows:
             table.add_row(
@@ -213,6 +256,7 @@ def summary_tables(summary: Summary) -> Group:
                 f"{row.rpc.mean:.3f}",
                 _difference_cell(row.clean_acc_vs_baseline),
                 _difference_cell(row.corruptions_acc_vs_baseline),
+                _top_gain_cell(row),
             )
         tables.append(table)
     return Group(*tables)
@@ -252,10 +296,53 @@ def _plot_panel(ax, rows: list[Row], metric: str, baseline: str) -> None:
             ax.errorbar(xs, [s.mean for s in stats], yerr=errors, marker="o", capsize=3, label=algorithm)
 
 
-def write_summary(summary: Summary, sweep_dir: Path, missing: list[str]) -> tuple[Path, Path]:
+def plot_gains(summary: Summary, path: Path) -> bool:
+    """Heat maps of the relative accuracy gain of every corruption (rows) × severity (columns) cell: a panel per
+    algorithm × sparsity, a row of panels per dataset × model × suite on one colour scale centred at 0. Writes
+    nothing and returns False when no row has a baseline to compare with."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from dstbench.checkpoint import atomic_write
+
+    settings = {setting: [row for row in rows if row.cell_gains] for setting, rows in _settings(summary).items()}
+    settings = {setting: rows for setting, rows in settings.items() if rows}
+    if not settings:
+        return False
+    columns = max(len(rows) for rows in settings.values())
+    tallest = max(len(row.cell_gains or {}) for rows in settings.values() for row in rows)
+    figure = Figure(figsize=(1.2 + 2.4 * columns, (1.4 + 0.28 * tallest) * len(settings)), layout="constrained")
+    axes = figure.subplots(len(settings), columns, squeeze=False)
+    for panels, (setting, rows) in zip(axes, settings.items(), strict=True):
+        grids = [row.cell_gains or {} for row in rows]
+        corruptions = list(dict.fromkeys(c for grid in grids for c in grid))
+        severities = sorted({s for grid in grids for cells in grid.values() for s in cells}, key=int)
+        values = np.array(
+            [[[grid.get(c, {}).get(s) for s in severities] for c in corruptions] for grid in grids], float
+        )
+        limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
+        for ax, row, grid in zip(panels, rows, values, strict=False):
+            image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+            for (y, x), gain in np.ndenumerate(grid):
+                label = "n/a" if np.isnan(gain) else "0" if round(gain) == 0 else f"{gain:+.0f}"
+                ax.text(x, y, label, ha="center", va="center", fontsize=6)
+            ax.set(title=f"{row.algorithm} {row.sparsity:g}", xlabel="severity")
+            ax.set_xticks(range(len(severities)), severities)
+            ax.set_yticks(range(len(corruptions)), corruptions if ax is panels[0] else [], fontsize=7)
+        for ax in panels[len(rows) :]:
+            ax.set_axis_off()
+        panels[0].set_ylabel(" · ".join(setting))
+        figure.colorbar(image, ax=list(panels[: len(rows)]), label=f"accuracy gain over {summary.baseline} (%)")
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    return True
+
+
+def write_summary(summary: Summary, folder: Path, missing: list[str]) -> str:
+    """Write summary.json, summary.png and, when some row has a baseline, gains.png; a line naming them."""
     from dstbench.checkpoint import write_json
 
-    json_path, png_path = sweep_dir / "summary.json", sweep_dir / "summary.png"
+    json_path, png_path, gains_path = folder / "summary.json", folder / "summary.png", folder / "gains.png"
     write_json(json_path, {**summary.to_dict(), "missing": missing})
     plot(summary, png_path)
-    return json_path, png_path
+    gains = f"  gains: {gains_path}" if plot_gains(summary, gains_path) else ""
+    return f"summary: {json_path}  plot: {png_path}{gains}"

@@ -520,5 +520,4 @@ def _report(configs: list[RunConfig], sweep_dir: Path, reporter: Reporter) -> No
         return
     summary = summarize(_read_entry(path) for path in entry_paths.values() if path.exists())
     reporter.result(summary_tables(summary))
-    json_path, png_path = write_summary(summary, sweep_dir, missing)
-    reporter.result(f"summary: {json_path}  plot: {png_path}")
+    reporter.result(write_summary(summary, sweep_dir, missing))

@@ -25,7 +25,7 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.options import given
 from dstbench.plugins import Plugins
-from dstbench.summary import summarize
+from dstbench.summary import plot_gains, summarize
 from dstbench.sweep import Children, Grid, child_device, parse_seeds, plan, run_args
 
 QUICK = [
@@ -166,7 +166,7 @@ def test_run_args_resolve_to_the_same_config(plugins, tmp_path):
 # --- the statistics ----------------------------------------------------------------------------------------------
 
 
-def entry(algo, sparsity, seed, clean, mpc):
+def entry(algo, sparsity, seed, clean, mpc, cells=None):
     return {
         "run_id": f"{algo}-s{sparsity}-seed{seed}",
         "dataset": "digits",
@@ -181,6 +181,7 @@ def entry(algo, sparsity, seed, clean, mpc):
         "corruptions_mce": None,
         "corruptions_relative_mce": None,
         "training": {"wall_time_s": 1.0},
+        "corruptions": cells or {"gaussian_noise": {"3": mpc}},
     }
 
 
@@ -217,6 +218,30 @@ def test_summary_means_std_and_differences_paired_by_seed():
     json.dumps(summary.to_dict(), allow_nan=False)
 
 
+def test_relative_gains_of_every_cell_over_the_seeds_both_have(tmp_path):
+    def grid(noise3, noise5, blur3):
+        return {"gaussian_noise": {"3": noise3, "5": noise5}, "defocus_blur": {"3": blur3}}
+
+    entries = [
+        entry("dense", 0.0, 0, 90.0, 0, grid(50.0, 20.0, 80.0)),
+        entry("dense", 0.0, 1, 90.0, 0, grid(40.0, 0.0, 80.0)),
+        entry("rigl", 0.5, 0, 90.0, 0, grid(55.0, 25.0, 80.0)),
+        entry("rigl", 0.5, 1, 90.0, 0, grid(50.0, 10.0, 76.0)),
+        entry("rigl", 0.5, 2, 10.0, 0, grid(0.0, 0.0, 0.0)),  # no dense seed 2: left out
+        entry("set", 0.5, 7, 90.0, 0),  # no seed in common with dense
+    ]
+    dense, rigl, unpaired = summarize(entries).rows
+    assert dense.cell_gains is None and unpaired.cell_gains is None and unpaired.top_gain() is None
+    assert rigl.cell_gains == {
+        "gaussian_noise": {"3": pytest.approx((10 + 25) / 2), "5": None},  # dense seed 1 scored 0 there
+        "defocus_blur": {"3": pytest.approx((0 - 5) / 2)},
+    }
+    assert rigl.top_gain() == ("gaussian_noise", "3", pytest.approx(17.5))
+    path = tmp_path / "gains.png"
+    assert plot_gains(summarize(entries), path) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plot_gains(summarize(entries[:2]), tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
 def test_two_entries_of_one_run_are_an_error():
     with pytest.raises(UserError, match="same algorithm, sparsity and seed"):
         summarize([entry("dense", 0.0, 0, 90.0, 70.0), entry("dense", 0.0, 0, 91.0, 70.0)])
@@ -241,12 +266,18 @@ def test_sweep_writes_summary_skips_finished_runs_and_reruns_a_missing_one(cli, 
     assert "[4/4] fake-sparse s=0.5 seed=1  clean" in first.stdout and "mPC" in first.stdout
     assert "Δ mPC" in first.stdout and "fake-sparse" in first.stdout
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "gains.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n" and f"gains: {out / 'gains.png'}" in first.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert [(r["algorithm"], r["sparsity"], r["seeds"]) for r in summary["rows"]] == [
         ("dense", 0.0, [0, 1]),
         ("fake-sparse", 0.5, [0, 1]),
     ]
     assert summary["rows"][1]["corruptions_acc_vs_baseline"]["seeds"] == [0, 1]
+    gains = summary["rows"][1]["cell_gains"]
+    assert len(gains) == 19 and all(cells == {"1": 0.0, "5": 0.0} for cells in gains.values())  # trains as dense
+    assert "top cell gain" in first.stdout
     assert len(summary["runs"]) == 4 and summary["missing"] == []
     assert [run["corruptions_relative_mce"] for run in summary["runs"]] == [None] * 4  # no --baseline
     older = out / "runs" / "digits-digits-cnn-dense-seed0" / "entry.json"  # as a dstbench of schema 2 wrote it
