@@ -37,6 +37,7 @@ from dstbench.data import StreamImages, TensorImages
 from dstbench.data.sources import DATA_ROOT_ENV
 from dstbench.errors import UserError
 from dstbench.evaluate import evaluate
+from dstbench.report import PlainReporter
 from dstbench_plugins import archives, released_c
 from dstbench_plugins.archives import Archive
 from dstbench_plugins.released_c import CIFAR10_C, CifarCFiles, ImageNetCFiles, TinyImageNetCFiles
@@ -508,7 +509,7 @@ def test_folder_releases_fetch_only_the_archives_of_missing_corruptions(tmp_path
     assert sorted(os.listdir(data_root)) == [".cache", "Tiny-ImageNet-C"]  # archives and scratch folders gone
 
 
-def test_an_archive_without_a_published_sum_is_checked_by_unpacking(tmp_path, data_root, quiet):
+def test_an_archive_without_a_published_sum_is_checked_by_gzip(tmp_path, data_root, quiet, capsys):
     good = folder_tar(tmp_path, ("near_focus",), "", mode="w:gz")
     damaged = bytearray(good)
     damaged[len(good) // 2] ^= 0xFF
@@ -522,7 +523,11 @@ def test_an_archive_without_a_published_sum_is_checked_by_unpacking(tmp_path, da
         archives.fetch(archive, data_root, quiet)
     (data_root / "near_focus.tar.gz").unlink()
     with serve_files({"near_focus.tar.gz": good}) as (base, _):
-        archives.fetch(replace(archive, url=f"{base}/near_focus.tar.gz"), data_root, quiet)
+        archives.fetch(replace(archive, url=f"{base}/near_focus.tar.gz"), data_root, PlainReporter())
+    size = f"{len(good):,}/{len(good):,} B"  # both bars ran to the end: the download's and the unpacking's
+    printed = capsys.readouterr().err
+    assert f"downloading near_focus.tar.gz: {size}" in printed
+    assert f"unpacking near_focus.tar.gz into {data_root / 'ImageNet-3DCC'}: {size}" in printed
     assert sorted(os.listdir(data_root / "ImageNet-3DCC" / "near_focus")) == ["1", "2"]
     assert sorted(os.listdir(data_root)) == ["ImageNet-3DCC"]
 

@@ -317,9 +317,10 @@ class FolderCFiles(ReleasedSuite):
         archives: tuple[Archive, ...],
         generated: str | None,
         source: str,
-        **choices: tuple[str, ...] | Mapping[str, tuple[str, ...]],
+        corruptions: tuple[str, ...] = BENCHMARK + EXTRA,
+        subsets: Mapping[str, tuple[str, ...]] = SUBSETS,
     ):
-        super().__init__(name, description, image_size, archives, generated, **choices)  # type: ignore[arg-type]
+        super().__init__(name, description, image_size, archives, generated, corruptions, subsets)
         self.source = source  # where to get the release, for errors
 
     def load_cells(
