@@ -59,6 +59,8 @@ def _extra_columns(kind: str, obj: Any) -> dict[str, str]:
     if kind == "suite":
         return {
             "corruptions": f"{len(obj.corruptions)}: {', '.join(obj.corruptions)}",
+            "subsets (--corruptions)": ", ".join(f"{name} ({len(names)})" for name, names in obj.subsets.items())
+            or "—",
             "severities": ",".join(map(str, obj.severities)),
             "resolution": obj.resolution,
         }

@@ -478,6 +478,7 @@ def test_suite_is_registered_through_the_entry_point(plugins):
     row = next(row for row in json.loads(result.output)["suite"] if row["name"] == "imagenet-c-bar")
     assert row["plugin"] == "imagenet_c_bar" and row["corruptions"].startswith("10: ")
     assert row["resolution"] == "224 px" and row["severities"] == "1,2,3,4,5"
+    assert row["subsets (--corruptions)"] == "—"
     assert plugins.registry.suite("imagenet-c-bar") is SUITE
 
 

@@ -12,6 +12,7 @@ from entries import make_entry
 
 from dstbench.cli import build_cli
 from dstbench.entry import entry_grid, validate_file, violations
+from dstbench.leaderboard.robustbench import ALEXNET_ERRORS
 from dstbench.leaderboard.submission import sampling_tolerance
 
 
@@ -284,6 +285,17 @@ def test_export_writes_robustbench_fields(cli, plugins, tmp_path):
     assert info["corruptions_mce"] is None  # RobustBench's is relative to AlexNet, the entry's to its dense run
     assert info["venue"] == "ICLR 2025" and info["dataset"] == "cifar10" and info["additional_data"] is False
     assert f"{files[1]}: skipped: dataset 'digits' has no RobustBench corruptions leaderboard" in result.stderr
+
+    imagenet = {**make_entry(dataset="imagenet", suite="imagenet-c-files", corruptions=benchmark), "name": "ImNet"}
+    imagenet["corruptions"] = {c: {str(s): 100 * (1 - ALEXNET_ERRORS[c]) for s in range(1, 6)} for c in benchmark}
+    imagenet["corruptions"]["fog"] = {str(s): 100 * (1 - ALEXNET_ERRORS["fog"] / 2) for s in range(1, 6)}
+    imagenet["corruptions_acc"] = fmean(acc for row in imagenet["corruptions"].values() for acc in row.values())
+    imagenet["rpc"] = imagenet["corruptions_acc"] / imagenet["clean_acc"]
+    files.append(tmp_path / "imagenet.json")
+    files[-1].write_text(json.dumps(imagenet))
+    assert invoke(cli, "export", files[-1], "--out", tmp_path / "rb").exit_code == 0
+    info = json.loads((tmp_path / "rb" / "model_info" / "imagenet" / "corruptions" / "ImNet.json").read_text())
+    assert info["corruptions_mce"] == f"{100 * (14 + 0.5) / 15:.2f}"  # AlexNet's errors but half of them in fog
 
     none_fit = invoke(cli, "export", files[1], "--out", tmp_path / "rb2")
     assert none_fit.exit_code == 2 and "none of the 1 entries fits" in none_fit.stderr

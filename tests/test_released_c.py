@@ -551,6 +551,9 @@ def test_imagenet_3dcc_suite(plugins, tmp_path, quiet):
     with pytest.raises(UserError, match="corrupts nothing itself$"):
         suite.corrupt(torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "fog_3d", 1, None)
     assert {a.url.rsplit("/", 1)[-1] for a in suite.archives} == {f"{c}.tar.gz" for c in suite.corruptions}
+    result = CliRunner().invoke(build_cli(plugins), ["list", "--json", "--kind", "suite"])
+    row = next(row for row in json.loads(result.output)["suite"] if row["name"] == "imagenet-3dcc-files")
+    assert row["subsets (--corruptions)"].startswith("depth_of_field (2), camera_motion (2), lighting (1)")
     square = torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8)
     assert suite.fit(square) is square
     wide = torch.randint(0, 256, (3, 240, 320), dtype=torch.uint8)

@@ -5,9 +5,10 @@ over its 15 benchmark corruptions × severities 1–5 on the whole test set, wit
 entry fits when it is of one of those datasets, on a suite of the same corruptions (generated or the released
 files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
 exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
-the paper's title there: edit it before a pull request) and `reported` is the entry's own number. `corruptions_mce`
-is left null: RobustBench's is normalised by AlexNet's errors, an entry's mCE by its own dense baseline's. The
-relative mCE is not exported: RobustBench has no field for it.
+the paper's title there: edit it before a pull request) and `reported` is the entry's own number. For ImageNet,
+`corruptions_mce` is ImageNet-C's mCE, normalised by AlexNet's errors as RobustBench's is (an entry's own mCE is
+relative to its dense baseline, so it is not what RobustBench shows); CIFAR's leaderboards have none. The relative
+mCE is not exported: RobustBench has no field for it.
 
 The per-cell accuracies go to RobustBench's `unaggregated_results.csv` beside the files: two header rows (corruption,
 severity), then a row per model of accuracies as fractions. Exporting into a RobustBench checkout updates its file:
@@ -35,6 +36,25 @@ SUITES = {  # RobustBench dataset -> dstbench suites that score its corruptions
     "imagenet": ("imagenet-c", "imagenet-c-files"),
 }
 SEVERITIES = (1, 2, 3, 4, 5)
+# AlexNet's top-1 error on ImageNet-C per corruption, averaged over the five severities (Hendrycks & Dietterich 2019):
+# the normaliser of ImageNet-C's mCE.
+ALEXNET_ERRORS = {
+    "gaussian_noise": 0.886428,
+    "shot_noise": 0.894468,
+    "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880,
+    "glass_blur": 0.826268,
+    "motion_blur": 0.785948,
+    "zoom_blur": 0.798360,
+    "snow": 0.866816,
+    "frost": 0.826572,
+    "fog": 0.819324,
+    "brightness": 0.564592,
+    "contrast": 0.853204,
+    "elastic_transform": 0.646056,
+    "pixelate": 0.717840,
+    "jpeg_compression": 0.606500,
+}
 
 
 def _acc(value: float | None) -> str | None:
@@ -79,9 +99,14 @@ def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, A
         "clean_acc": _acc(entry["clean_acc"]),
         "reported": _acc(mpc),
         "corruptions_acc": _acc(mpc),
-        "corruptions_mce": None,
+        "corruptions_mce": _acc(alexnet_mce(grid, benchmark)) if entry["dataset"] == "imagenet" else None,
         "footnote": entry.get("footnote"),
     }
+
+
+def alexnet_mce(grid: dict[str, dict[str, float]], benchmark: tuple[str, ...]) -> float:
+    """ImageNet-C's mCE (%): per corruption, the error summed over severities 1-5 over AlexNet's, averaged."""
+    return 100 * fmean(fmean(1 - grid[c][str(s)] / 100 for s in SEVERITIES) / ALEXNET_ERRORS[c] for c in benchmark)
 
 
 CSV_NAME = "unaggregated_results.csv"
