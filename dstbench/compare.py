@@ -60,6 +60,8 @@ def compare(paths: tuple[Path, ...], baseline_algo: str, out: Path | None) -> No
     from dstbench.report import make_reporter
     from dstbench.summary import summarize, summary_tables, write_summary
 
+    if out is not None:
+        check_writable(out, "--out")
     entries: list[dict[str, Any]] = [load_entry(file) for file in entry_files(paths)]
     summary = summarize(entries, baseline_algo)
     reporter = make_reporter()
@@ -69,6 +71,5 @@ def compare(paths: tuple[Path, ...], baseline_algo: str, out: Path | None) -> No
         reporter.warn(f"no {baseline_algo} run among them ({algorithms}): nothing to compare with; see --baseline-algo")
     if out is None:
         return
-    check_writable(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     reporter.result(write_summary(summary, out, []))

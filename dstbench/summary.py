@@ -344,5 +344,7 @@ def write_summary(summary: Summary, folder: Path, missing: list[str]) -> str:
     json_path, png_path, gains_path = folder / "summary.json", folder / "summary.png", folder / "gains.png"
     write_json(json_path, {**summary.to_dict(), "missing": missing})
     plot(summary, png_path)
-    gains = f"  gains: {gains_path}" if plot_gains(summary, gains_path) else ""
-    return f"summary: {json_path}  plot: {png_path}{gains}"
+    if plot_gains(summary, gains_path):
+        return f"summary: {json_path}  plot: {png_path}  gains: {gains_path}"
+    gains_path.unlink(missing_ok=True)  # an earlier summary's, with a baseline these runs no longer have
+    return f"summary: {json_path}  plot: {png_path}"

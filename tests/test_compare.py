@@ -56,8 +56,11 @@ def test_without_the_baseline_the_tables_still_print_with_a_warning(compare, tmp
     assert result.exit_code == 0 and "rigl" in result.output
     assert "no dense run among them (rigl): nothing to compare with; see --baseline-algo" in result.output
     static = write(tmp_path / "b.json", make_entry(algo="static", sparsity=0.3))
-    result = compare(entry, static, "--baseline-algo", "static")
+    result = compare(entry, static, "--baseline-algo", "static", "--out", tmp_path / "out")
     assert result.exit_code == 0 and "nothing to compare" not in result.output and "top cell gain" in result.output
+    assert (tmp_path / "out" / "gains.png").exists()
+    again = compare(entry, static, "--out", tmp_path / "out")  # dense is the baseline now: no gains to plot
+    assert again.exit_code == 0 and not (tmp_path / "out" / "gains.png").exists() and "gains:" not in again.output
 
 
 @pytest.mark.parametrize(

@@ -257,10 +257,17 @@ def serve(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with running(Handler) as port:
+        yield f"http://127.0.0.1:{port}/files/CIFAR-10-C.tar", ranges
+
+
+@contextmanager
+def running(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A threaded HTTP server on localhost with this handler, for the block; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/files/CIFAR-10-C.tar", ranges
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()
@@ -453,13 +460,8 @@ def serve_files(files: dict[str, bytes]) -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/files", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(Handler) as port:
+        yield f"http://127.0.0.1:{port}/files", asked
 
 
 def folder_tar(tmp_path: Path, corruptions: tuple[str, ...], prefix: str, mode: str = "w") -> bytes:

@@ -159,11 +159,13 @@ class ReleasedSuite(CorruptionSuite):
         image_size: int,
         archives: tuple[Archive, ...],
         generated: str | None,
+        source: str,
         corruptions: tuple[str, ...] = BENCHMARK + EXTRA,
         subsets: Mapping[str, tuple[str, ...]] = SUBSETS,
     ):
         self.name, self.description, self.image_size = name, description, image_size
         self.archives = archives  # what --download fetches
+        self.source = source  # where to get the release, for errors
         self.folder = archives[0].folder  # the folder the release unpacks to, looked for inside --c-dir
         self.generated = generated  # the suite that corrupts on the fly with the same parameters, if any
         self.corruptions, self.subsets = corruptions, subsets
@@ -206,7 +208,7 @@ class CifarCFiles(ReleasedSuite):
     """CIFAR-10-C or CIFAR-100-C: `<corruption>.npy` and `labels.npy`, rows in the clean test set's order."""
 
     def __init__(self, name: str, description: str, archive: Archive):
-        super().__init__(name, description, 32, (archive,), "cifar-c")
+        super().__init__(name, description, 32, (archive,), "cifar-c", archive.url)
         self.archive = archive
 
     def load_cells(
@@ -308,20 +310,6 @@ class FolderCFiles(ReleasedSuite):
     every cell: the same images in each. For ImageNet, whose validation folders are ordered the same way, they are
     the corrupted versions of the clean subset; for Tiny ImageNet (validation files in annotation order) they are
     a subset of the same size drawn with the same seed."""
-
-    def __init__(
-        self,
-        name: str,
-        description: str,
-        image_size: int,
-        archives: tuple[Archive, ...],
-        generated: str | None,
-        source: str,
-        corruptions: tuple[str, ...] = BENCHMARK + EXTRA,
-        subsets: Mapping[str, tuple[str, ...]] = SUBSETS,
-    ):
-        super().__init__(name, description, image_size, archives, generated, corruptions, subsets)
-        self.source = source  # where to get the release, for errors
 
     def load_cells(
         self, request: SuiteRequest, corruptions: tuple[str, ...], severities: tuple[int, ...]
