@@ -273,6 +273,11 @@ def running(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         server.server_close()
 
 
+def left_in(root: Path) -> list[str]:
+    """What a download left in the data root, besides the folder of its locks."""
+    return sorted(name for name in os.listdir(root) if name != ".locks")
+
+
 def downloading_suite(url: str, md5: str) -> CifarCFiles:
     return CifarCFiles("cifar10-c-files", "test", Archive(url, md5, CIFAR10_C.folder, CIFAR10_C.holds))
 
@@ -289,7 +294,7 @@ def test_download_resumes_checks_md5_and_unpacks(data_root, quiet):
         assert part.stat().st_size == len(payload) // 2
         prepared = suite.prepare(wanted)
     assert ranges == [None, f"bytes={len(payload) // 2}-"]
-    assert sorted(os.listdir(data_root)) == ["CIFAR-10-C"]  # the archive and the scratch folder are gone
+    assert left_in(data_root) == ["CIFAR-10-C"]  # the archive and the scratch folder are gone
     assert score(prepared, test, quiet, corruptions=("gaussian_noise",)).corruption_acc["gaussian_noise"][3] == 100
 
 
@@ -308,12 +313,12 @@ def test_download_with_the_wrong_md5_is_deleted(data_root, quiet):
             UserError, match="arrived with md5 [0-9a-f]{32}, not the published 0{32} of .*; the download was deleted"
         ):
             archives.fetch(Archive(url, "0" * 32, "CIFAR-10-C", ("labels.npy",)), data_root, quiet)
-    assert os.listdir(data_root) == []
+    assert left_in(data_root) == []
 
 
 def test_an_archive_already_there_is_checked_before_unpacking_and_kept_when_wrong(data_root, quiet):
     tar = data_root / "CIFAR-10-C.tar"
-    data_root.mkdir(parents=True, exist_ok=True)
+    (data_root / ".CIFAR-10-C.tar.x1y2" / "CIFAR-10-C").mkdir(parents=True)  # left by an unpacking that was killed
     tar.write_bytes(cifar_c_tar(np.arange(3)))  # some other archive under the expected name
     with pytest.raises(
         UserError,
@@ -322,7 +327,7 @@ def test_an_archive_already_there_is_checked_before_unpacking_and_kept_when_wron
         archives.fetch(
             Archive("http://127.0.0.1:9/CIFAR-10-C.tar", "0" * 32, "CIFAR-10-C", ("labels.npy",)), data_root, quiet
         )
-    assert os.listdir(data_root) == ["CIFAR-10-C.tar"]  # neither unpacked nor deleted
+    assert left_in(data_root) == ["CIFAR-10-C.tar"]  # neither unpacked nor deleted
     archives.fetch(
         Archive(
             "http://127.0.0.1:9/CIFAR-10-C.tar",
@@ -333,7 +338,7 @@ def test_an_archive_already_there_is_checked_before_unpacking_and_kept_when_wron
         data_root,
         quiet,
     )  # the right one is unpacked without downloading
-    assert os.listdir(data_root) == ["CIFAR-10-C"]
+    assert left_in(data_root) == ["CIFAR-10-C"]
 
 
 def test_unpacking_refuses_paths_outside_the_folder(tmp_path, quiet):
@@ -508,7 +513,7 @@ def test_folder_releases_fetch_only_the_archives_of_missing_corruptions(tmp_path
         suite.prepare(wanted("defocus_blur", "gaussian_noise"))
         assert asked == ["noise.tar", "blur.tar"]
     assert sorted(os.listdir(data_root / "Tiny-ImageNet-C")) == ["defocus_blur", "gaussian_noise", "shot_noise"]
-    assert sorted(os.listdir(data_root)) == [".cache", "Tiny-ImageNet-C"]  # archives and scratch folders gone
+    assert left_in(data_root) == [".cache", "Tiny-ImageNet-C"]  # archives and scratch folders gone
 
 
 def test_an_archive_without_a_published_sum_is_checked_by_gzip(tmp_path, data_root, quiet, capsys):
@@ -519,7 +524,7 @@ def test_an_archive_without_a_published_sum_is_checked_by_gzip(tmp_path, data_ro
         archive = Archive(f"{base}/near_focus.tar.gz", None, "ImageNet-3DCC", ("near_focus",))
         with pytest.raises(UserError, match=r"near_focus.tar.gz arrived with a damaged gzip stream \(.*\); the"):
             archives.fetch(archive, data_root, quiet)
-    assert os.listdir(data_root) == []  # deleted
+    assert left_in(data_root) == []  # deleted
     (data_root / "near_focus.tar.gz").write_bytes(bytes(damaged))  # one found in place is kept
     with pytest.raises(UserError, match=r"near_focus.tar.gz has a damaged gzip stream \(.*\): it is another or a"):
         archives.fetch(archive, data_root, quiet)
@@ -531,7 +536,38 @@ def test_an_archive_without_a_published_sum_is_checked_by_gzip(tmp_path, data_ro
     assert f"downloading near_focus.tar.gz: {size}" in printed
     assert f"unpacking near_focus.tar.gz into {data_root / 'ImageNet-3DCC'}: {size}" in printed
     assert sorted(os.listdir(data_root / "ImageNet-3DCC" / "near_focus")) == ["1", "2"]
-    assert sorted(os.listdir(data_root)) == ["ImageNet-3DCC"]
+    assert left_in(data_root) == ["ImageNet-3DCC"]
+
+
+def test_processes_sharing_a_data_root_take_turns_and_the_second_finds_the_work_done(tmp_path, data_root, quiet):
+    archive = Archive("http://127.0.0.1:9/noise.tar", "0" * 32, "ImageNet-C", ("gaussian_noise", "shot_noise"))
+    waiting = threading.Event()
+
+    class Waiter(PlainReporter):
+        def info(self, message: str) -> None:
+            if message.startswith("waiting for another dstbench process that downloads noise.tar into"):
+                waiting.set()
+
+    with released_c_lock(data_root, "noise.tar"):  # another process is downloading it
+        worker = threading.Thread(target=archives.fetch, args=(archive, data_root, Waiter()))
+        worker.start()
+        assert waiting.wait(10) and worker.is_alive()
+        for name in archive.holds:  # what the other process unpacked before it let go
+            (data_root / "ImageNet-C" / name).mkdir(parents=True)
+    worker.join(10)
+    assert not worker.is_alive() and left_in(data_root) == ["ImageNet-C"]  # nothing fetched: port 9 never asked
+
+
+@contextmanager
+def released_c_lock(root: Path, name: str) -> Iterator[None]:
+    """The lock another process holds while it downloads `name`: its own open file description."""
+    import fcntl
+
+    path = root / ".locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
 
 
 def test_a_download_that_cannot_fit_on_the_disk_is_refused(tmp_path, quiet, monkeypatch):

@@ -13,7 +13,8 @@ import math
 import os
 import pickle
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from dstbench.report import Reporter
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: downloads are not locked
+    fcntl = None
 
 DATA_ROOT_ENV = "DSTBENCH_DATA"
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -54,6 +60,25 @@ class FileSplits(NamedTuple):
     test_files: list[str]
     test_labels: np.ndarray
     classes: tuple[str, ...]
+
+
+@contextmanager
+def one_at_a_time(root: Path, name: str, reporter: Reporter) -> Iterator[None]:
+    """Hold an exclusive lock named `name` under `root/.locks` for the block, so that processes sharing a data root
+    (a sweep's parallel runs with --download) download and unpack one at a time; says what it waits for. The lock
+    is the operating system's (flock): a process that dies releases it. Without fcntl (Windows), no lock."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = root / ".locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            reporter.info(f"waiting for another dstbench process that downloads {name} into {root}")
+            fcntl.flock(file, fcntl.LOCK_EX)
+        yield
 
 
 def describe(exc: BaseException) -> str:

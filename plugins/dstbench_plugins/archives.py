@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from dstbench.data.sources import describe
+from dstbench.data.sources import describe, one_at_a_time
 from dstbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ DOWNLOAD_TIMEOUT_S = 60
 @dataclass(frozen=True)
 class Archive:
     """A published archive: where to fetch it, its md5 sum (None where none is published), the folder its files
-    belong in, and names its content folder holds (how the folder is recognised inside the archive, whatever it is
-    called there; for archives of corruption folders, the corruptions the archive holds)."""
+    belong in, and the names its content folder holds (files or folders, e.g. the corruptions' folders): how that
+    folder is recognised inside the archive, whatever it is called there, and how to tell it was unpacked."""
 
     url: str
     md5: str | None
@@ -53,8 +53,17 @@ class Archive:
 
 def fetch(archive: Archive, root: Path, reporter: Reporter) -> None:
     """Download `archive` into `root` (resuming a broken download from its `.part` file), check it and unpack it
-    into `root/archive.folder`. The archive is deleted once unpacked."""
+    into `root/archive.folder`. The archive is deleted once unpacked. Processes sharing the root take turns; one
+    that waited finds the work done."""
+    with one_at_a_time(root, archive.file_name, reporter):
+        if not all((root / archive.folder / name).exists() for name in archive.holds):
+            _fetch(archive, root, reporter)
+
+
+def _fetch(archive: Archive, root: Path, reporter: Reporter) -> None:
     tar = root / archive.file_name
+    for stale in root.glob(f".{archive.file_name}.*"):  # the scratch folder of an unpacking that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     if not tar.exists():
         part = tar.with_name(f"{tar.name}.part")
         root.mkdir(parents=True, exist_ok=True)
@@ -157,7 +166,7 @@ def unpack(tar: Path, root: Path, archive: Archive, reporter: Reporter) -> None:
     folder are refused."""
     target = root / archive.folder
     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".{archive.folder}.") as scratch, open(tar, "rb") as raw:
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".{tar.name}.") as scratch, open(tar, "rb") as raw:
         try:
             with (
                 tarfile.open(fileobj=raw, mode="r:*") as opened,

@@ -36,6 +36,7 @@ from dstbench.data.sources import (
     hf_arrays,
     load_hf,
     not_found,
+    one_at_a_time,
     read_cifar_folder,
     read_idx,
     tiny_imagenet_files,
@@ -119,7 +120,8 @@ def _download(request: LoadRequest, name: str, dataset_class: Any) -> None:
     root = default_data_root()
     request.reporter.info(f"downloading {name} to {root}")
     try:
-        dataset_class(root=str(root), download=True)
+        with one_at_a_time(root, name, request.reporter):  # torchvision skips files already there and checked
+            dataset_class(root=str(root), download=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision raises RuntimeError on a bad md5
         raise UserError(f"downloading {name} to {root} failed: {describe(exc)}") from None
 

@@ -58,17 +58,18 @@ if TYPE_CHECKING:
 
 Cell = tuple[str, int]  # (corruption, severity)
 
+CIFAR_C_FILES = ("labels.npy", *(f"{corruption}.npy" for corruption in BENCHMARK + EXTRA))
 CIFAR10_C = Archive(
     "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
     "56bf5dcef84df0e2308c6dcbcbbd8499",
     "CIFAR-10-C",
-    ("labels.npy",),
+    CIFAR_C_FILES,
 )
 CIFAR100_C = Archive(
     "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar",
     "11f0ed0f1191edbf9fa23466ae6021d3",
     "CIFAR-100-C",
-    ("labels.npy",),
+    CIFAR_C_FILES,
 )
 TINYIMAGENET_C = (
     Archive(
