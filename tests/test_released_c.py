@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,17 +29,17 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
-from test_datasets import write_cifar_pickles
+from test_datasets import write_cifar_pickles, write_tiny_imagenet
 from torch import nn
 
 from dstbench.cli import build_cli
 from dstbench.corruption import SuiteRequest
-from dstbench.data import StreamImages, TensorImages
+from dstbench.data import LoadRequest, StreamImages, TensorImages
 from dstbench.data.sources import DATA_ROOT_ENV
 from dstbench.errors import UserError
 from dstbench.evaluate import evaluate
 from dstbench.report import PlainReporter
-from dstbench_plugins import archives, released_c
+from dstbench_plugins import archives, datasets, released_c
 from dstbench_plugins.archives import Archive
 from dstbench_plugins.released_c import CIFAR10_C, CifarCFiles, ImageNetCFiles, TinyImageNetCFiles
 
@@ -568,6 +569,35 @@ def released_c_lock(root: Path, name: str) -> Iterator[None]:
     with open(path, "a") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
         yield
+
+
+def test_tiny_imagenet_is_downloaded_as_the_published_zip(tmp_path, data_root, quiet, monkeypatch):
+    write_tiny_imagenet(tmp_path / "made" / "tiny-imagenet-200", official_val=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted((tmp_path / "made").rglob("*")):
+            archive.write(path, path.relative_to(tmp_path / "made"))
+    payload = buffer.getvalue()
+    with serve_files({"tiny-imagenet-200.zip": payload}) as (base, asked):
+        url, md5 = f"{base}/tiny-imagenet-200.zip", hashlib.md5(payload).hexdigest()
+        monkeypatch.setattr(datasets, "TINY_IMAGENET", replace(datasets.TINY_IMAGENET, url=url, md5=md5))
+        request = LoadRequest(None, False, tmp_path / "cache", quiet)
+        with pytest.raises(UserError, match="tinyimagenet not found; .* or pass --download"):
+            datasets.load_tinyimagenet(request)
+        splits = datasets.load_tinyimagenet(replace(request, download=True))
+        assert splits.classes == ("cat", "dog") and splits.test.labels.tolist() == [0, 0, 1, 1]
+        datasets.load_tinyimagenet(replace(request, download=True))  # found: not fetched again
+    assert asked == ["tiny-imagenet-200.zip"] and left_in(data_root) == ["tiny-imagenet-200"]
+
+
+def test_zip_members_outside_the_folder_are_refused(tmp_path, quiet):
+    root = tmp_path / "root"
+    root.mkdir()
+    with zipfile.ZipFile(root / "evil.zip", "w") as archive:
+        archive.writestr("tiny-imagenet-200/../../escaped.txt", "x")
+    with pytest.raises(UserError, match="holds 'tiny-imagenet-200/../../escaped.txt', which is not a plain file"):
+        archives.unpack(root / "evil.zip", root, datasets.TINY_IMAGENET, quiet)
+    assert left_in(root) == ["evil.zip"] and not (tmp_path / "escaped.txt").exists()
 
 
 def test_a_download_that_cannot_fit_on_the_disk_is_refused(tmp_path, quiet, monkeypatch):

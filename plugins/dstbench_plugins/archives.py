@@ -1,4 +1,5 @@
-"""Published archives of corrupted test sets: download (resumable, with a progress bar), checksum, safe unpacking.
+"""Published archives of datasets and corrupted test sets (tar, compressed or not, and zip): download (resumable,
+with a progress bar), checksum, safe unpacking.
 
 `fetch(archive, root, reporter)` leaves the archive's files in `root/archive.folder` and deletes the archive. A
 broken download resumes from its `.part` file (HTTP Range); an archive whose publisher gives an md5 sum is checked
@@ -19,8 +20,9 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -159,26 +161,17 @@ def md5sum(path: Path) -> str:
 
 
 def unpack(tar: Path, root: Path, archive: Archive, reporter: Reporter) -> None:
-    """Extract `tar` in a scratch folder inside `root` (in one pass, with a progress bar over the archive's bytes),
-    find the folder holding any of `archive.holds` (the scratch folder itself or one up to two levels down) and move
-    its entries into `root/archive.folder`, so an interrupted extraction leaves nothing half-unpacked there. Entries
-    already there (unpacked before) are kept. Members that are links, devices or would land outside the scratch
-    folder are refused."""
+    """Extract `tar` (a tar, compressed or not, or a zip) in a scratch folder inside `root`, with a progress bar over
+    the archive's bytes; find the folder holding any of `archive.holds` (the scratch folder itself or one up to two
+    levels down) and move its entries into `root/archive.folder`, so an interrupted extraction leaves nothing
+    half-unpacked there. Entries already there (unpacked before) are kept. Members that are links, devices or would
+    land outside the scratch folder are refused."""
     target = root / archive.folder
-    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".{tar.name}.") as scratch, open(tar, "rb") as raw:
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".{tar.name}.") as scratch:
         try:
-            with (
-                tarfile.open(fileobj=raw, mode="r:*") as opened,
-                reporter.task(f"unpacking {tar.name} into {target}", tar.stat().st_size, "B") as task,
-            ):
-                done = 0
-                for member in opened:
-                    opened.extract(_checked_member(member, tar), scratch, **extra)
-                    opened.members.clear()  # tarfile keeps every member it read: a million for ImageNet-C's
-                    task.advance(raw.tell() - done)
-                    done = raw.tell()
-        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+            with reporter.task(f"unpacking {tar.name} into {target}", tar.stat().st_size, "B") as task:
+                (_unzip if zipfile.is_zipfile(tar) else _untar)(tar, Path(scratch), task.advance)
+        except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as exc:
             raise UserError(f"cannot unpack {tar} ({describe(exc)}); delete it and download it again") from None
         content = _content_folder(Path(scratch), archive.holds)
         if content is None:
@@ -187,6 +180,29 @@ def unpack(tar: Path, root: Path, archive: Archive, reporter: Reporter) -> None:
         for entry in content.iterdir():
             if not (target / entry.name).exists():
                 os.replace(entry, target / entry.name)
+
+
+def _untar(tar: Path, scratch: Path, advance: Callable[[int], None]) -> None:
+    """One pass through the (possibly compressed) stream, advancing by the archive's bytes read."""
+    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with open(tar, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as opened:
+        done = 0
+        for member in opened:
+            _check_member(member.name, member.isfile() or member.isdir(), tar)
+            opened.extract(member, scratch, **extra)
+            opened.members.clear()  # tarfile keeps every member it read: a million for ImageNet-C's
+            advance(raw.tell() - done)
+            done = raw.tell()
+
+
+def _unzip(path: Path, scratch: Path, advance: Callable[[int], None]) -> None:
+    """Every member in turn, advancing by its compressed size (the bar ends short by the zip's directory)."""
+    with zipfile.ZipFile(path) as opened:
+        for member in opened.infolist():
+            kind = member.external_attr >> 28  # the Unix file type, where the zip was made on Unix
+            _check_member(member.filename, kind in (0, 0o4, 0o10), path)
+            opened.extract(member, scratch)
+            advance(member.compress_size)
 
 
 def _content_folder(scratch: Path, holds: Sequence[str]) -> Path | None:
@@ -199,8 +215,8 @@ def _content_folder(scratch: Path, holds: Sequence[str]) -> Path | None:
     return None
 
 
-def _checked_member(member: tarfile.TarInfo, tar: Path) -> tarfile.TarInfo:
-    path = PurePosixPath(member.name)
-    if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
-        raise UserError(f"{tar} holds '{member.name}', which is not a plain file inside the archive; refusing it")
-    return member
+def _check_member(name: str, plain: bool, archive: Path) -> None:
+    """Refuse a member that is a link or device (not `plain`) or would land outside the folder it is unpacked in."""
+    path = PurePosixPath(name)
+    if not plain or path.is_absolute() or ".." in path.parts:
+        raise UserError(f"{archive} holds '{name}', which is not a plain file inside the archive; refusing it")

@@ -43,6 +43,7 @@ from dstbench.data.sources import (
 )
 from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
+from dstbench_plugins.archives import Archive, fetch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -281,15 +282,26 @@ def _parquet_arrays(request: LoadRequest, name: str, folder: Path, parquet: dict
 # --- Tiny ImageNet -------------------------------------------------------------------------------------------------
 
 
+TINY_IMAGENET = Archive(
+    "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+    "90528d7ca1a48142e341f4ef8d21d0de",
+    "tiny-imagenet-200",
+    ("wnids.txt", "train", "val"),
+)
+
+
 def load_tinyimagenet(request: LoadRequest) -> DataSplits:
     """Tiny ImageNet's 64x64 JPEGs, decoded once into the cache; the test split is the validation set."""
     dirs = candidate_dirs(request.data_dir, ("tiny-imagenet-200", "tinyimagenet"))
     folder = find_dir(dirs, "train", "val")
+    if folder is None and request.download:
+        fetch(TINY_IMAGENET, default_data_root(), request.reporter)
+        folder = find_dir([default_data_root() / TINY_IMAGENET.folder], "train", "val")
     if folder is None:
         raise not_found(
             "tinyimagenet",
             dirs,
-            "download http://cs231n.stanford.edu/tiny-imagenet-200.zip, unzip it and pass --data-dir",
+            f"download {TINY_IMAGENET.url}, unzip it and pass --data-dir, or pass --download",
         )
     arrays = _decoded(request, "tinyimagenet", tiny_imagenet_files(folder), 64)
     return _tensor_splits(arrays, 200, Augment(crop_padding=8, hflip=True), folder)
@@ -419,7 +431,7 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
                 "schedule": "cosine",
                 "suite": "tinyimagenet-c",
             },
-            source="unzip http://cs231n.stanford.edu/tiny-imagenet-200.zip and pass --data-dir",
+            source="unzip http://cs231n.stanford.edu/tiny-imagenet-200.zip and pass --data-dir, or --download",
         )
     )
     register(
