@@ -297,42 +297,52 @@ def _plot_panel(ax, rows: list[Row], metric: str, baseline: str) -> None:
 
 
 def plot_gains(summary: Summary, path: Path) -> bool:
-    """Heat maps of the relative accuracy gain of every corruption (rows) × severity (columns) cell: a panel per
-    algorithm × sparsity, a row of panels per dataset × model × suite on one colour scale centred at 0. Writes
-    nothing and returns False when no row has a baseline to compare with."""
+    """Heat maps of the relative accuracy gain of every corruption (rows) × severity (columns) cell, a panel per
+    algorithm × sparsity: per dataset × model × suite, a row of panels per algorithm (by sparsity), on one colour
+    scale centred at 0. Writes nothing and returns False when no row has a baseline to compare with."""
     import numpy as np
     from matplotlib.figure import Figure
 
     from dstbench.checkpoint import atomic_write
 
-    settings = {setting: [row for row in rows if row.cell_gains] for setting, rows in _settings(summary).items()}
-    settings = {setting: rows for setting, rows in settings.items() if rows}
-    if not settings:
+    blocks = []  # per setting: its rows by algorithm, in order of sparsity
+    for setting, rows in _settings(summary).items():
+        by_algorithm: dict[str, list[Row]] = {}
+        for row in sorted((row for row in rows if row.cell_gains), key=lambda row: row.sparsity):
+            by_algorithm.setdefault(row.algorithm, []).append(row)
+        if by_algorithm:
+            blocks.append((setting, by_algorithm))
+    if not blocks:
         return False
-    columns = max(len(rows) for rows in settings.values())
-    tallest = max(len(row.cell_gains or {}) for rows in settings.values() for row in rows)
-    figure = Figure(figsize=(1.2 + 2.4 * columns, (1.4 + 0.28 * tallest) * len(settings)), layout="constrained")
-    axes = figure.subplots(len(settings), columns, squeeze=False)
-    for panels, (setting, rows) in zip(axes, settings.items(), strict=True):
-        grids = [row.cell_gains or {} for row in rows]
+    columns = max(len(rows) for _, by_algorithm in blocks for rows in by_algorithm.values())
+    lines = sum(len(by_algorithm) for _, by_algorithm in blocks)
+    tallest = max(len(row.cell_gains or {}) for _, by_algorithm in blocks for r in by_algorithm.values() for row in r)
+    figure = Figure(figsize=(1.6 + 2.4 * columns, (1.2 + 0.28 * tallest) * lines), layout="constrained")
+    axes = iter(figure.subplots(lines, columns, squeeze=False))
+    for setting, by_algorithm in blocks:
+        grids = [row.cell_gains or {} for rows in by_algorithm.values() for row in rows]
         corruptions = list(dict.fromkeys(c for grid in grids for c in grid))
         severities = sorted({s for grid in grids for cells in grid.values() for s in cells}, key=int)
-        values = np.array(
-            [[[grid.get(c, {}).get(s) for s in severities] for c in corruptions] for grid in grids], float
-        )
-        limit = max(1.0, float(np.nanmax(np.abs(values)))) if np.isfinite(values).any() else 1.0
-        for ax, row, grid in zip(panels, rows, values, strict=False):
-            image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
-            for (y, x), gain in np.ndenumerate(grid):
-                label = "n/a" if np.isnan(gain) else "0" if round(gain) == 0 else f"{gain:+.0f}"
-                ax.text(x, y, label, ha="center", va="center", fontsize=6)
-            ax.set(title=f"{row.algorithm} {row.sparsity:g}", xlabel="severity")
-            ax.set_xticks(range(len(severities)), severities)
-            ax.set_yticks(range(len(corruptions)), corruptions if ax is panels[0] else [], fontsize=7)
-        for ax in panels[len(rows) :]:
-            ax.set_axis_off()
-        panels[0].set_ylabel(" · ".join(setting))
-        figure.colorbar(image, ax=list(panels[: len(rows)]), label=f"accuracy gain over {summary.baseline} (%)")
+        every = np.array([[[g.get(c, {}).get(s) for s in severities] for c in corruptions] for g in grids], float)
+        limit = max(1.0, float(np.nanmax(np.abs(every)))) if np.isfinite(every).any() else 1.0
+        block_axes = []
+        for algorithm, rows in by_algorithm.items():
+            panels = next(axes)
+            for ax in panels[len(rows) :]:
+                ax.set_axis_off()
+            for ax, row in zip(panels, rows, strict=False):
+                cells = row.cell_gains or {}
+                grid = np.array([[cells.get(c, {}).get(s) for s in severities] for c in corruptions], float)
+                image = ax.imshow(grid, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+                for (y, x), gain in np.ndenumerate(grid):
+                    label = "n/a" if np.isnan(gain) else "0" if round(gain) == 0 else f"{gain:+.0f}"
+                    ax.text(x, y, label, ha="center", va="center", fontsize=6)
+                ax.set(title=f"{algorithm} {row.sparsity:g}", xlabel="severity")
+                ax.set_xticks(range(len(severities)), severities)
+                ax.set_yticks(range(len(corruptions)), corruptions if ax is panels[0] else [], fontsize=7)
+                block_axes.append(ax)
+            panels[0].set_ylabel(" · ".join(setting))
+        figure.colorbar(image, ax=block_axes, label=f"accuracy gain over {summary.baseline} (%)")
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     return True
 
