@@ -289,7 +289,7 @@ def test_download_resumes_checks_md5_and_unpacks(data_root, quiet):
     wanted = replace(request(test.labels, test.ids, None, quiet, corruptions=("gaussian_noise",)), download=True)
     with serve(payload, truncate_first=True) as (url, ranges):
         suite = downloading_suite(url, hashlib.md5(payload).hexdigest())
-        with pytest.raises(UserError, match="broke off after .* run again to resume"):
+        with pytest.raises(UserError, match="broke off after .* run again to resume; or fetch it elsewhere, put it at"):
             suite.prepare(wanted)
         part = data_root / "CIFAR-10-C.tar.part"
         assert part.stat().st_size == len(payload) // 2

@@ -71,7 +71,10 @@ def _fetch(archive: Archive, root: Path, reporter: Reporter) -> None:
         root.mkdir(parents=True, exist_ok=True)
         unchecked = "" if archive.md5 else " (no checksum is published for it: gzip's CRC-32 checks it)"
         reporter.info(f"downloading {archive.url} into {root}{unchecked}")
-        download(archive.url, part, reporter)
+        try:
+            download(archive.url, part, reporter)
+        except UserError as exc:  # say how to do without the network, too
+            raise UserError(f"{exc}; or fetch it elsewhere, put it at {tar} and run again") from None
         if problem := damage(part, archive):
             part.unlink()
             raise UserError(
