@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -87,3 +91,21 @@ def test_out_must_be_a_folder(compare, tmp_path):
     (tmp_path / "file").write_text("")
     result = compare(entry, "--out", tmp_path / "file")
     assert result.exit_code == 2 and "--out" in result.output and "is a file; name a folder" in result.output
+
+
+def test_the_committed_digits_entries_through_a_subprocess(tmp_path):
+    """The leaderboard's own dense, SET, RigL and MEST entries, compared by the installed command."""
+    entries = sorted((Path(__file__).parents[1] / "leaderboard" / "entries" / "digits" / "cifar-c").glob("*.json"))
+    command = [sys.executable, "-m", "dstbench", "compare", *map(str, entries), "--out", str(tmp_path / "out")]
+    env = {**os.environ, "DSTBENCH_PLUGINS": "", "COLUMNS": "200"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {row["algorithm"]: row for row in summary["rows"]}
+    assert set(rows) == {"dense", "set", "rigl", "mest"} and rows["dense"]["cell_gains"] is None
+    for name in ("set", "rigl", "mest"):  # one seed each: the difference is the entries' own
+        runs = {run["algorithm"]: run for run in summary["runs"]}
+        difference = runs[name]["corruptions_acc"] - runs["dense"]["corruptions_acc"]
+        assert rows[name]["corruptions_acc_vs_baseline"]["mean"] == pytest.approx(difference)
+        assert len(rows[name]["cell_gains"]) == 19 and f"{name} " in result.stdout
+    assert (tmp_path / "out" / "gains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
