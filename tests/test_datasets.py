@@ -266,6 +266,32 @@ def test_hf_prefix_failure_is_one_line(tmp_path, quiet, hf_cache):
     assert "no-such-user/no-such-dataset" in user_error("cifar10", "hf:no-such-user/no-such-dataset", tmp_path, quiet)
 
 
+def test_torchvision_downloads_wait_for_another_process_on_the_same_root(tmp_path):
+    """Two runs of a parallel sweep with --download: the second waits for the first's download, then torchvision
+    finds the files there (here: the fake dataset class is only called once the lock is free)."""
+    import fcntl
+    import threading
+
+    from dstbench.report import PlainReporter
+
+    root, calls, waiting = tmp_path / "data-root", [], threading.Event()
+
+    class Waiter(PlainReporter):
+        def info(self, message: str) -> None:
+            if message == f"waiting for another dstbench process that downloads cifar10 into {root}":
+                waiting.set()
+
+    request = LoadRequest(None, True, tmp_path / "cache", Waiter())
+    (root / ".locks").mkdir(parents=True)
+    with open(root / ".locks" / "cifar10.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other process's download
+        worker = threading.Thread(target=builtin._download, args=(request, "cifar10", lambda **kw: calls.append(kw)))
+        worker.start()
+        assert waiting.wait(10) and calls == []
+    worker.join(10)
+    assert calls == [{"root": str(root), "download": True}]
+
+
 def test_hf_offline_failure_says_what_to_download_where(tmp_path, quiet, hf_cache):
     message = user_error("cifar10", "hf:uoft-cs/cifar10", tmp_path, quiet)
     assert "offline" in message and "HF_HUB_OFFLINE" in message
