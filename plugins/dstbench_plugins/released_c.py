@@ -210,7 +210,6 @@ class CifarCFiles(ReleasedSuite):
 
     def __init__(self, name: str, description: str, archive: Archive):
         super().__init__(name, description, 32, (archive,), "cifar-c", archive.url)
-        self.archive = archive
 
     def load_cells(
         self, request: SuiteRequest, corruptions: tuple[str, ...], severities: tuple[int, ...]
@@ -236,11 +235,12 @@ class CifarCFiles(ReleasedSuite):
 
     def _find(self, request: SuiteRequest, corruptions: tuple[str, ...]) -> Path:
         """The folder holding `labels.npy` and every selected corruption's file, downloaded when allowed."""
+        (archive,) = self.archives
         needed = ("labels.npy", *(f"{corruption}.npy" for corruption in corruptions))
         dirs = candidate_dirs(request.c_dir, (self.folder,))
         folder = find_dir(dirs, *needed)
         if folder is None and request.download:
-            fetch(self.archive, default_data_root(), request.reporter)
+            fetch(archive, default_data_root(), request.reporter)
             folder = find_dir([default_data_root() / self.folder], *needed)
         if folder is not None:
             return folder
@@ -248,13 +248,13 @@ class CifarCFiles(ReleasedSuite):
         if partial_folder is not None:
             missing = next(name for name in needed if not (partial_folder / name).exists())
             raise UserError(
-                f"{partial_folder} has no {missing}; unpack the whole {self.archive.folder}.tar, leave the corruption "
+                f"{partial_folder} has no {missing}; unpack the whole {archive.file_name}, leave the corruption "
                 f"out with --corruptions, or pass --download"
             )
         raise not_found(
             self.folder,
             dirs,
-            f"download {self.archive.url} (md5 {self.archive.md5}), unpack it and pass --c-dir, or pass --download",
+            f"download {archive.url} (md5 {archive.md5}), unpack it and pass --c-dir, or pass --download",
         )
 
     def _check_labels(self, path: Path, labels: np.ndarray, request: SuiteRequest, severities: tuple[int, ...]) -> int:
