@@ -590,6 +590,16 @@ def test_tiny_imagenet_is_downloaded_as_the_published_zip(tmp_path, data_root, q
     assert asked == ["tiny-imagenet-200.zip"] and left_in(data_root) == ["tiny-imagenet-200"]
 
 
+def test_an_archive_holding_none_of_the_expected_names_is_named(tmp_path, quiet):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "other.tar").write_bytes(folder_tar(tmp_path, ("fog",), "ImageNet-C/"))
+    archive = Archive("http://127.0.0.1:9/other.tar", None, "ImageNet-C", ("gaussian_noise", "shot_noise"))
+    with pytest.raises(UserError, match="other.tar holds none of gaussian_noise, shot_noise; is it the right archive"):
+        archives.unpack(root / "other.tar", root, archive, quiet)
+    assert left_in(root) == ["other.tar"]  # nothing moved in, the scratch folder gone
+
+
 def test_zip_members_outside_the_folder_are_refused(tmp_path, quiet):
     root = tmp_path / "root"
     root.mkdir()
