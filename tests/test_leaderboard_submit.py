@@ -351,3 +351,65 @@ def test_export_writes_and_updates_robustbench_unaggregated_csv(cli, plugins, tm
         bad = invoke(cli, "export", tmp_path / "a.json", "--out", tmp_path / "rb")
         assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.output
         assert not (folder / "First2026.json").exists()
+
+
+def test_export_imagenet_c_and_3dcc_share_a_model_file_and_keep_a_checkout_s_fields(cli, plugins, tmp_path):
+    benchmark, _ = plugins.registry.suite("imagenet-c").select(("benchmark",), None)
+    dcc = plugins.registry.suite("imagenet-3dcc-files").corruptions
+    two_d = {**make_entry(dataset="imagenet", model="resnet50", suite="imagenet-c-files", corruptions=benchmark)}
+    three_d = make_entry(dataset="imagenet", model="resnet50", suite="imagenet-3dcc-files", corruptions=dcc, drop=4)
+    short = make_entry(dataset="imagenet", model="resnet50", suite="imagenet-3dcc-files", corruptions=dcc[:-1])
+    for entry in (two_d, three_d, short):
+        entry["name"] = "Liu2026Sparse"
+    files = {}
+    for label, entry in (("2d", two_d), ("3d", three_d), ("short", short), ("twice", three_d)):
+        files[label] = tmp_path / f"{label}.json"
+        files[label].write_text(json.dumps(entry))
+    folder = tmp_path / "rb" / "model_info" / "imagenet" / "corruptions"
+    folder.mkdir(parents=True)
+    # A checkout's file of the model, with a field dstbench does not write, and a 3D CSV with a model of its own
+    (folder / "Liu2026Sparse.json").write_text(json.dumps({"name": "Sparse training", "metrics": {"x": 1}}))
+    columns = [(c, s) for c in dcc for s in range(1, 6)]
+    (folder / "unaggregated_results_3d.csv").write_text(
+        ",".join(["", *(c for c, _ in columns), "average"]) + "\n" + ",".join(["", *(str(s) for _, s in columns)])
+        + ",\n" + ",".join(["Standard_R50", *["0.5"] * 60, "0.500000001"]) + "\n"
+    )  # fmt: skip
+
+    result = invoke(cli, "export", *files.values(), "--out", tmp_path / "rb")
+    assert result.exit_code == 0, result.output
+    assert f"{files['short']}: skipped: RobustBench averages 12 corruptions × severities 1-5; missing" in result.stderr
+    assert f"{files['twice']}: skipped: {files['3d']} already exports as 'Liu2026Sparse'" in result.stderr
+    info = json.loads((folder / "Liu2026Sparse.json").read_text())
+    mean15 = fmean(two_d["corruptions"][c][str(s)] for c in benchmark for s in range(1, 6))
+    mean12 = fmean(three_d["corruptions"][c][str(s)] for c in dcc for s in range(1, 6))
+    assert info["corruptions_acc"] == info["reported"] == f"{mean15:.2f}"  # `reported` stays the -C number
+    assert info["corruptions_acc_3d"] == f"{mean12:.2f}" != info["corruptions_acc"]
+    assert info["corruptions_mce"] is not None and info["corruptions_mce_3d"] is None  # no 3DCC normaliser
+    assert info["metrics"] == {"x": 1} and info["name"] == "Liu2026Sparse"  # kept; the entry's name replaces
+
+    lines, rows = unaggregated_with_average(folder / "unaggregated_results_3d.csv")
+    assert list(rows) == ["Standard_R50", "Liu2026Sparse"] and lines[2][-1] == "0.500000001"  # kept as written
+    assert rows["Liu2026Sparse"][0] == {k: three_d["corruptions"][k[0]][str(k[1])] / 100 for k in columns}
+    assert rows["Liu2026Sparse"][1] == pytest.approx(mean12 / 100, abs=1e-9)
+    lines, rows = unaggregated_with_average(folder / "unaggregated_results_2d.csv")
+    assert lines[0][-1] == "average" and lines[1][-1] == "" and list(rows) == ["Liu2026Sparse"]
+    assert len(rows["Liu2026Sparse"][0]) == 75 and rows["Liu2026Sparse"][1] == pytest.approx(mean15 / 100)
+    assert not (folder / "unaggregated_results.csv").exists()  # RobustBench's ImageNet files are _2d and _3d
+
+    # A 2D export again keeps the 3D fields; a model_info file that is not one stops the export before any write
+    assert invoke(cli, "export", files["2d"], "--out", tmp_path / "rb").exit_code == 0
+    assert json.loads((folder / "Liu2026Sparse.json").read_text())["corruptions_acc_3d"] == f"{mean12:.2f}"
+    before = (folder / "unaggregated_results_2d.csv").read_text()
+    for text in ("{not json", "[1, 2]"):
+        (folder / "Liu2026Sparse.json").write_text(text)
+        bad = invoke(cli, "export", files["2d"], "--out", tmp_path / "rb")
+        assert bad.exit_code == 2 and "Liu2026Sparse.json is not a RobustBench model_info file" in bad.stderr
+        assert "Traceback" not in bad.stderr and (folder / "unaggregated_results_2d.csv").read_text() == before
+        assert (folder / "Liu2026Sparse.json").read_text() == text
+
+
+def unaggregated_with_average(path: Path) -> tuple[list[list[str]], dict[str, tuple[dict, float]]]:
+    lines = list(csv.reader(path.open()))
+    assert lines[0][-1] == "average" and lines[1][-1] == ""
+    columns = list(zip(lines[0][1:-1], map(int, lines[1][1:-1]), strict=True))
+    return lines, {r[0]: (dict(zip(columns, map(float, r[1:-1]), strict=True)), float(r[-1])) for r in lines[2:]}

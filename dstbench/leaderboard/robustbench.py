@@ -1,24 +1,30 @@
 """`dstbench leaderboard export`: entries as RobustBench `model_info/<dataset>/corruptions/<Name>.json` files.
 
-RobustBench's corruptions leaderboards are CIFAR-10-C, CIFAR-100-C and ImageNet-C, scored as the mean accuracy
-over its 15 benchmark corruptions × severities 1–5 on the whole test set, with accuracies stored as strings. An
-entry fits when it is of one of those datasets, on a suite of the same corruptions (generated or the released
-files), and has every one of those 75 cells for the whole test set; its `corruptions_acc` is then recomputed over
-exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's name (RobustBench puts
-the paper's title there: edit it before a pull request) and `reported` is the entry's own number. For ImageNet,
-`corruptions_mce` is ImageNet-C's mCE, normalised by AlexNet's errors as RobustBench's is (an entry's own mCE is
-relative to its dense baseline, so it is not what RobustBench shows); CIFAR's leaderboards have none. The relative
-mCE is not exported: RobustBench has no field for it.
+RobustBench's corruptions leaderboards are CIFAR-10-C, CIFAR-100-C, ImageNet-C and ImageNet-3DCC, each scored as the
+mean accuracy over its corruptions (the 15 benchmark ones of -C, all 12 of 3DCC) × severities 1–5 on the whole test
+set, with accuracies stored as strings. An entry fits when it is of one of those datasets, on a suite of the same
+corruptions (generated or the released files), and has every cell of that grid for the whole test set; its accuracy
+is then recomputed over exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's
+name (RobustBench puts the paper's title there: edit it before a pull request) and `reported` is the entry's own
+-C number. ImageNet's 2D and 3D results are fields of one file per model (`corruptions_acc`, `corruptions_acc_3d`),
+so exporting into an existing file updates its fields and keeps the others. ImageNet-C's `corruptions_mce` is
+normalised by AlexNet's errors as RobustBench's is (an entry's own mCE is relative to its dense baseline, so it is
+not what RobustBench shows); CIFAR's leaderboards have none, and `corruptions_mce_3d` stays null: its normaliser,
+AlexNet's per-corruption ImageNet-3DCC errors, is in no published table dstbench found. The relative mCE
+is not exported: RobustBench has no field for it.
 
-The per-cell accuracies go to RobustBench's `unaggregated_results.csv` beside the files: two header rows (corruption,
-severity), then a row per model of accuracies as fractions. Exporting into a RobustBench checkout updates its file:
-rows of other models stay as they are, an exported model's row is replaced.
+The per-cell accuracies go to the board's unaggregated results CSV beside the files (CIFAR's
+`unaggregated_results.csv`; ImageNet's `unaggregated_results_2d.csv` and `_3d.csv`, which end in an `average`
+column): two header rows (corruption, severity), then a row per model of accuracies as fractions. Exporting into a
+RobustBench checkout updates its file: rows of other models stay as they are, an exported model's row is replaced.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -30,11 +36,7 @@ from dstbench.errors import UserError
 if TYPE_CHECKING:
     from dstbench.plugins import Plugins
 
-SUITES = {  # RobustBench dataset -> dstbench suites that score its corruptions
-    "cifar10": ("cifar-c", "cifar10-c-files"),
-    "cifar100": ("cifar-c", "cifar100-c-files"),
-    "imagenet": ("imagenet-c", "imagenet-c-files"),
-}
+
 SEVERITIES = (1, 2, 3, 4, 5)
 # AlexNet's top-1 error on ImageNet-C per corruption, averaged over the five severities (Hendrycks & Dietterich 2019):
 # the normaliser of ImageNet-C's mCE.
@@ -57,35 +59,65 @@ ALEXNET_ERRORS = {
 }
 
 
+@dataclass(frozen=True)
+class Board:
+    """One RobustBench corruptions leaderboard: the dstbench suites that score it, the subset of their corruptions it
+    averages (None: all), the model_info fields it fills, the baseline errors its mCE is normalised by (None: the
+    field stays null) and the CSV of per-cell results beside the files."""
+
+    dataset: str
+    suites: tuple[str, ...]
+    subset: str | None
+    acc_field: str
+    mce_field: str
+    mce_baseline: dict[str, float] | None
+    csv_name: str
+    average_column: bool
+
+
+_2D = ("benchmark", "corruptions_acc", "corruptions_mce")
+BOARDS = (
+    Board("cifar10", ("cifar-c", "cifar10-c-files"), *_2D, None, "unaggregated_results.csv", False),
+    Board("cifar100", ("cifar-c", "cifar100-c-files"), *_2D, None, "unaggregated_results.csv", False),
+    Board("imagenet", ("imagenet-c", "imagenet-c-files"), *_2D, ALEXNET_ERRORS, "unaggregated_results_2d.csv", True),
+    Board("imagenet", ("imagenet-3dcc-files",), None, "corruptions_acc_3d", "corruptions_mce_3d", None,
+          "unaggregated_results_3d.csv", True),
+)  # fmt: skip
+
+
 def _acc(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def setting_misfit(entry: dict[str, Any]) -> str | None:
-    """Why the entry's dataset and suite have no RobustBench corruptions leaderboard, or None."""
+def board_of(entry: dict[str, Any]) -> Board:
+    """The leaderboard the entry's dataset and suite score, or a UserError saying why there is none."""
     dataset, suite = entry["dataset"], entry["suite"]
-    if dataset not in SUITES:
-        return f"dataset {dataset!r} has no RobustBench corruptions leaderboard (it has {', '.join(SUITES)})"
-    if suite not in SUITES[dataset]:
-        return f"suite {suite!r} is not a RobustBench corruption set for {dataset} (use {' or '.join(SUITES[dataset])})"
-    return None
+    boards = [board for board in BOARDS if board.dataset == dataset]
+    if not boards:
+        datasets = ", ".join(dict.fromkeys(board.dataset for board in BOARDS))
+        raise UserError(f"dataset {dataset!r} has no RobustBench corruptions leaderboard (it has {datasets})")
+    for board in boards:
+        if suite in board.suites:
+            return board
+    suites = " or ".join(s for board in boards for s in board.suites)
+    raise UserError(f"suite {suite!r} is not a RobustBench corruption set for {dataset} (use {suites})")
 
 
-def cells_misfit(entry: dict[str, Any], benchmark: tuple[str, ...]) -> str | None:
+def cells_misfit(entry: dict[str, Any], corruptions: tuple[str, ...]) -> str | None:
     """Why the entry lacks what RobustBench scores, or None."""
-    missing = [f"{c} {s}" for c in benchmark for s in SEVERITIES if str(s) not in entry["corruptions"].get(c, {})]
+    missing = [f"{c} {s}" for c in corruptions for s in SEVERITIES if str(s) not in entry["corruptions"].get(c, {})]
     if missing:
-        return f"RobustBench averages the {len(benchmark)} benchmark corruptions × severities 1-5; missing {missing[0]}"
+        return f"RobustBench averages {len(corruptions)} corruptions × severities 1-5; missing {missing[0]}"
     subset = entry["config"].get("max_test_samples")
     if subset:
         return f"it was evaluated on {subset} test samples; RobustBench scores the whole test set"
     return None
 
 
-def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, Any]:
-    """RobustBench's field names, in its order, for an entry that fits."""
+def model_info(entry: dict[str, Any], board: Board, corruptions: tuple[str, ...]) -> dict[str, Any]:
+    """RobustBench's field names, in its order, for an entry that fits the board."""
     grid = entry["corruptions"]
-    mpc = fmean(grid[c][str(s)] for c in benchmark for s in SEVERITIES)
+    mean = fmean(grid[c][str(s)] for c in corruptions for s in SEVERITIES)
     return {
         "link": entry.get("link"),
         "name": entry.get("name") or entry["run_id"],
@@ -97,55 +129,90 @@ def model_info(entry: dict[str, Any], benchmark: tuple[str, ...]) -> dict[str, A
         "architecture": entry["model"],
         "eps": None,
         "clean_acc": _acc(entry["clean_acc"]),
-        "reported": _acc(mpc),
-        "corruptions_acc": _acc(mpc),
-        "corruptions_mce": _acc(alexnet_mce(grid, benchmark)) if entry["dataset"] == "imagenet" else None,
+        "reported": _acc(mean) if board.subset == "benchmark" else None,  # a paper's number is its -C one
+        board.acc_field: _acc(mean),
+        board.mce_field: None if board.mce_baseline is None else _acc(mce(grid, corruptions, board.mce_baseline)),
         "footnote": entry.get("footnote"),
     }
 
 
-def alexnet_mce(grid: dict[str, dict[str, float]], benchmark: tuple[str, ...]) -> float:
-    """ImageNet-C's mCE (%): per corruption, the error summed over severities 1-5 over AlexNet's, averaged."""
-    return 100 * fmean(fmean(1 - grid[c][str(s)] / 100 for s in SEVERITIES) / ALEXNET_ERRORS[c] for c in benchmark)
+def mce(grid: dict[str, dict[str, float]], corruptions: tuple[str, ...], baseline: dict[str, float]) -> float:
+    """ImageNet-C's mCE (%): per corruption, the error summed over severities 1-5 over the baseline's, averaged."""
+    return 100 * fmean(fmean(1 - grid[c][str(s)] / 100 for s in SEVERITIES) / baseline[c] for c in corruptions)
 
 
-CSV_NAME = "unaggregated_results.csv"
-
-
-def read_unaggregated(path: Path, benchmark: tuple[str, ...]) -> tuple[list[tuple[str, int]], dict[str, list[str]]]:
-    """The columns (in the file's order) and rows of an existing unaggregated_results.csv; a UserError naming the file
-    when it is not one of the benchmark's 15 × 5 cells."""
-    columns = [(c, s) for c in benchmark for s in SEVERITIES]
+def read_model_info(path: Path) -> dict[str, Any]:
+    """An existing model_info file's fields ({} when there is none); a UserError naming a file that is not one."""
     if not path.exists():
-        return columns, {}
+        return {}
     try:
-        lines = list(csv.reader(io.StringIO(path.read_text())))
-        found = [(c, int(s)) for c, s in zip(lines[0][1:], lines[1][1:], strict=True)]
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path} is not a RobustBench model_info file: {exc}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not a RobustBench model_info file: it holds no JSON object")
+    return info
+
+
+def update_model_info(info: dict[str, Any], exported: dict[str, Any]) -> None:
+    """RobustBench's own rule: a known value replaces the file's, a null one fills only a field the file lacks."""
+    for key, value in exported.items():
+        if value is not None or key not in info:
+            info[key] = value
+
+
+@dataclass
+class Unaggregated:
+    """A board's per-cell CSV: its (corruption, severity) columns in the file's order, and per model its cells and,
+    where the file has that column, its average, all as the file's text."""
+
+    columns: list[tuple[str, int]]
+    average_column: bool
+    rows: dict[str, tuple[list[str], str | None]]
+
+    def put(self, name: str, accuracies: dict[str, dict[str, float]]) -> None:
+        cells = [accuracies[c][str(s)] / 100 for c, s in self.columns]
+        average = _fraction(fmean(cells), digits=9) if self.average_column else None
+        self.rows[name] = ([_fraction(cell) for cell in cells], average)
+
+    def text(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        tail = int(self.average_column)  # 1: the file ends in an average column
+        writer.writerow(["", *(c for c, _ in self.columns), *["average"][:tail]])
+        writer.writerow(["", *(s for _, s in self.columns), *[""][:tail]])
+        writer.writerows([name, *cells, *[average][:tail]] for name, (cells, average) in self.rows.items())
+        return out.getvalue()
+
+
+def read_unaggregated(path: Path, board: Board, corruptions: tuple[str, ...]) -> Unaggregated:
+    """An existing per-cell CSV (a new one in the board's layout when there is none); a UserError naming the file
+    when it does not hold exactly the board's cells."""
+    columns = [(c, s) for c in corruptions for s in SEVERITIES]
+    if not path.exists():
+        return Unaggregated(columns, board.average_column, {})
+    try:
+        lines = [line for line in csv.reader(io.StringIO(path.read_text())) if line]
+        average = lines[0][-1] == "average"
+        names, severities = lines[0][1 : len(lines[0]) - average], lines[1][1 : len(lines[0]) - average]
+        found = [(c, int(s)) for c, s in zip(names, severities, strict=True)]
     except (OSError, UnicodeDecodeError, csv.Error, IndexError, ValueError) as exc:
         raise UserError(f"{path} is not a RobustBench unaggregated results file: {exc}") from None
     if sorted(found) != sorted(columns):
-        raise UserError(f"{path} does not have one column per benchmark corruption and severity 1-5; move it away")
-    if any(len(row) != len(found) + 1 for row in lines[2:] if row):
+        raise UserError(f"{path} does not have one column per corruption of the board and severity 1-5; move it away")
+    if any(len(row) != len(lines[0]) for row in lines[2:]):
         raise UserError(f"{path} has a row whose length differs from its header's")
-    return found, {row[0]: row[1:] for row in lines[2:] if row}
+    rows = {row[0]: (row[1 : len(found) + 1], row[-1] if average else None) for row in lines[2:]}
+    return Unaggregated(found, average, rows)
 
 
-def _fraction(accuracy: float) -> str:
-    return f"{accuracy / 100:.6f}".rstrip("0").rstrip(".")
+def _fraction(accuracy: float, digits: int = 6) -> str:
+    return f"{accuracy:.{digits}f}".rstrip("0").rstrip(".")
 
 
-def unaggregated_text(columns: list[tuple[str, int]], rows: dict[str, list[str]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["", *(c for c, _ in columns)])
-    writer.writerow(["", *(s for _, s in columns)])
-    writer.writerows([name, *values] for name, values in rows.items())
-    return out.getvalue()
-
-
-def _benchmark(plugins: Plugins, suite: str) -> tuple[str, ...]:
-    corruptions, _ = plugins.registry.suite(suite).select(("benchmark",), None)
-    return tuple(corruptions)
+def _corruptions(plugins: Plugins, board: Board, suite: str) -> tuple[str, ...]:
+    corruptions, _ = plugins.registry.suite(suite).select(board.subset and (board.subset,), None)
+    return corruptions
 
 
 @click.command(
@@ -164,45 +231,54 @@ Example:
 )
 @click.pass_context
 def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
-    """Write entries as RobustBench model_info files (CIFAR-10-C, CIFAR-100-C, ImageNet-C entries only).
+    """Write entries as RobustBench model_info files (CIFAR-10-C, CIFAR-100-C, ImageNet-C, ImageNet-3DCC entries).
 
-    Each fitting entry becomes model_info/<dataset>/corruptions/<Name>.json, and its per-cell accuracies a row of
-    the unaggregated_results.csv beside it (an existing file, as in a RobustBench checkout, keeps its other rows).
-    An entry that does not fit is named with the reason and skipped; exits with 2 when none fits.
+    Each fitting entry becomes model_info/<dataset>/corruptions/<Name>.json (an ImageNet-C and an ImageNet-3DCC
+    entry of one name share it), and its per-cell accuracies a row of the board's unaggregated results CSV beside
+    it. Existing files, as in a RobustBench checkout, keep their other fields and rows. An entry that does not fit
+    is named with the reason and skipped; exits with 2 when none fits.
     """
     from dstbench.checkpoint import atomic_write, write_json
     from dstbench.entry import load_entry
     from dstbench.leaderboard.submission import PATH_PART
 
-    plugins, fitting = ctx.find_root().obj, []
+    plugins = ctx.find_root().obj
+    infos: dict[Path, dict[str, Any]] = {}  # model_info file -> its fields, every existing file read first
+    tables: dict[Path, Unaggregated] = {}  # CSV -> its columns and rows, likewise
+    exported: dict[tuple[Path, Path], Path] = {}  # (model_info file, CSV) -> the entry exported there
     for path in entries:
         entry = load_entry(path)
         name = entry.get("name") or entry["run_id"]
-        reason = setting_misfit(entry)
-        if reason is None:  # a suite of the benchmark's corruptions
-            benchmark = _benchmark(plugins, entry["suite"])
-            reason = cells_misfit(entry, benchmark)
+        try:
+            board = board_of(entry)
+        except UserError as exc:
+            click.echo(f"{path}: skipped: {exc}", err=True)
+            continue
+        folder = out / "model_info" / board.dataset / "corruptions"
+        target, table = folder / f"{name}.json", folder / board.csv_name
+        corruptions = _corruptions(plugins, board, entry["suite"])
+        reason = cells_misfit(entry, corruptions)
         if reason is None and not PATH_PART.match(name):
             reason = f"its name {name!r} cannot be a file name; give it one with dstbench leaderboard submit --name"
+        if reason is None and (target, table) in exported:
+            reason = f"{exported[target, table]} already exports as {name!r} to the same leaderboard"
         if reason:
             click.echo(f"{path}: skipped: {reason}", err=True)
-        else:
-            fitting.append((path, entry, name, benchmark))
-    if not fitting:
+            continue
+        exported[target, table] = path
+        if target not in infos:
+            infos[target] = read_model_info(target)
+        if table not in tables:
+            tables[table] = read_unaggregated(table, board, corruptions)
+        update_model_info(infos[target], model_info(entry, board, corruptions))
+        tables[table].put(name, entry["corruptions"])
+    if not exported:
         raise UserError(f"none of the {len(entries)} entries fits a RobustBench corruptions leaderboard")
-    tables = {}  # dataset folder -> (columns, rows), every existing CSV read before anything is written
-    files = []  # (entry path, model_info file, its content)
-    for path, entry, name, benchmark in fitting:
-        folder = out / "model_info" / entry["dataset"] / "corruptions"
-        if folder not in tables:
-            tables[folder] = read_unaggregated(folder / CSV_NAME, benchmark)
-        columns, rows = tables[folder]
-        rows[name] = [_fraction(entry["corruptions"][c][str(s)]) for c, s in columns]
-        files.append((path, folder / f"{name}.json", model_info(entry, benchmark)))
-    for path, target, info in files:
-        write_json(target, info, mode=0o644)
+    for (target, _), path in exported.items():
         click.echo(f"{path}: {target}")
-    for folder, (columns, rows) in tables.items():
-        text = unaggregated_text(columns, rows)
-        atomic_write(folder / CSV_NAME, lambda tmp, text=text: tmp.write_text(text), mode=0o644)
-        click.echo(f"{folder / CSV_NAME}: {len(rows)} models")
+    for target, info in infos.items():
+        write_json(target, info, mode=0o644)
+    for table, content in tables.items():
+        text = content.text()
+        atomic_write(table, lambda tmp, text=text: tmp.write_text(text), mode=0o644)
+        click.echo(f"{table}: {len(content.rows)} models")
