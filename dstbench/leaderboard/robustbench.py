@@ -1,10 +1,11 @@
 """`dstbench leaderboard export`: entries as RobustBench `model_info/<dataset>/corruptions/<Name>.json` files.
 
 RobustBench's corruptions leaderboards are CIFAR-10-C, CIFAR-100-C, ImageNet-C and ImageNet-3DCC, each scored as the
-mean accuracy over its corruptions (the 15 benchmark ones of -C, all 12 of 3DCC) × severities 1–5 on the whole test
-set, with accuracies stored as strings. An entry fits when it is of one of those datasets, on a suite of the same
-corruptions (generated or the released files), and has every cell of that grid for the whole test set; its accuracy
-is then recomputed over exactly those cells (an entry may hold the 4 extra corruptions too). `name` is the entry's
+mean accuracy over its corruptions (the 15 benchmark ones of -C, all 12 of 3DCC) × severities 1–5, with accuracies
+stored as strings. An entry fits when it is of one of those datasets, on a suite of the same corruptions (generated
+or the released files), and has every cell of that grid for the whole test set; its accuracy is then recomputed over
+exactly those cells (an entry may hold the 4 extra corruptions too). RobustBench's own ImageNet numbers are over a
+fixed 5,000 of the 50,000 validation images, an exported entry's over all of them. `name` is the entry's
 name (RobustBench puts the paper's title there: edit it before a pull request) and `reported` is the entry's own
 -C number. ImageNet's 2D and 3D results are fields of one file per model (`corruptions_acc`, `corruptions_acc_3d`),
 so exporting into an existing file updates its fields and keeps the others. ImageNet-C's `corruptions_mce` is
