@@ -16,6 +16,7 @@ from statistics import fmean, stdev
 from typing import TYPE_CHECKING, Any
 
 from dstbench.errors import UserError
+from dstbench.grid import describe_grid, evaluation_grid
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -65,6 +66,7 @@ class RunMetrics:
     dataset: str
     model: str
     suite: str
+    grid: str  # what mPC averages over: corruptions, severities, test samples
     algorithm: str
     sparsity: float  # the target
     achieved_sparsity: float
@@ -84,6 +86,7 @@ class RunMetrics:
             dataset=entry["dataset"],
             model=entry["model"],
             suite=entry["suite"],
+            grid=describe_grid(evaluation_grid(entry)),
             algorithm=entry["algorithm"]["name"],
             sparsity=entry["sparsity"]["target"],
             achieved_sparsity=entry["sparsity"]["achieved"],
@@ -98,21 +101,24 @@ class RunMetrics:
         )
 
     @property
-    def setting(self) -> tuple[str, str, str]:
-        return self.dataset, self.model, self.suite
+    def setting(self) -> tuple[str, str, str, str]:
+        """What runs must share to be compared: mPCs over other grids do not compare."""
+        return self.dataset, self.model, self.suite, self.grid
 
     @property
-    def group(self) -> tuple[str, str, str, str, float]:
+    def group(self) -> tuple[str, str, str, str, str, float]:
         return (*self.setting, self.algorithm, self.sparsity)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One algorithm at one sparsity, over its seeds, compared with the baseline of the same setting."""
+    """One algorithm at one sparsity, over its seeds, compared with the baseline of the same setting: the baseline's
+    runs at the same sparsity, or at its only one (dense training's 0)."""
 
     dataset: str
     model: str
     suite: str
+    grid: str
     algorithm: str
     sparsity: float
     seeds: list[int]
@@ -131,8 +137,8 @@ class Row:
         return max(cells, key=lambda cell: cell[2], default=None)
 
     @property
-    def setting(self) -> tuple[str, str, str]:
-        return self.dataset, self.model, self.suite
+    def setting(self) -> tuple[str, str, str, str]:
+        return self.dataset, self.model, self.suite, self.grid
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,11 @@ class Summary:
         return asdict(self)
 
 
+Baselines = dict[float, dict[int, RunMetrics]]  # the baseline's runs of a setting by sparsity and seed
+
+
 def summarize(entries: Iterable[Mapping[str, Any]], baseline: str = BASELINE) -> Summary:
-    """Rows per dataset × model × suite × algorithm × sparsity, in the order they first appear."""
+    """Rows per dataset × model × suite × grid × algorithm × sparsity, in the order they first appear."""
     runs = [RunMetrics.of(entry) for entry in entries]
     groups: dict[tuple, dict[int, RunMetrics]] = {}
     for run in runs:
@@ -155,13 +164,18 @@ def summarize(entries: Iterable[Mapping[str, Any]], baseline: str = BASELINE) ->
         if run.seed in seeds:
             raise UserError(f"runs {seeds[run.seed].run_id} and {run.run_id} are the same algorithm, sparsity and seed")
         seeds[run.seed] = run
-    baselines = {key[:3]: seeds for key, seeds in groups.items() if key[3] == baseline}
+    baselines: dict[tuple, Baselines] = {}  # setting -> sparsity -> seed -> run
+    for (*setting, algorithm, sparsity), seeds in groups.items():
+        if algorithm == baseline:
+            baselines.setdefault(tuple(setting), {})[sparsity] = seeds
     return Summary(baseline, CONFIDENCE, [_row(seeds, baselines, baseline) for seeds in groups.values()], runs)
 
 
-def _row(by_seed: dict[int, RunMetrics], baselines: dict[tuple, dict[int, RunMetrics]], baseline: str) -> Row:
+def _row(by_seed: dict[int, RunMetrics], baselines: dict[tuple, Baselines], baseline: str) -> Row:
     first = next(iter(by_seed.values()))
-    reference = baselines.get(first.setting) if first.algorithm != baseline else None
+    by_sparsity = baselines.get(first.setting, {}) if first.algorithm != baseline else {}
+    only = next(iter(by_sparsity.values())) if len(by_sparsity) == 1 else None
+    reference = by_sparsity.get(first.sparsity, only)
 
     def versus(metric: str) -> Difference | None:
         if reference is None:
@@ -206,8 +220,8 @@ def _cell_gains(
     return gains
 
 
-def _settings(summary: Summary) -> dict[tuple[str, str, str], list[Row]]:
-    rows: dict[tuple[str, str, str], list[Row]] = {}
+def _settings(summary: Summary) -> dict[tuple[str, str, str, str], list[Row]]:
+    rows: dict[tuple[str, str, str, str], list[Row]] = {}
     for row in summary.rows:
         rows.setdefault(row.setting, []).append(row)
     return rows
@@ -232,7 +246,7 @@ def _top_gain_cell(row: Row) -> str:
 
 
 def summary_tables(summary: Summary) -> Group:
-    """A table per dataset × model × suite: accuracies over seeds and the paired difference to the baseline."""
+    """A table per dataset × model × suite × grid: accuracies over seeds and the paired difference to the baseline."""
     from rich.console import Group
     from rich.table import Table
 
@@ -277,16 +291,20 @@ def plot(summary: Summary, path: Path) -> None:
     for panels, (setting, rows) in zip(axes, settings.items(), strict=True):
         for ax, (metric, label) in zip(panels, PANELS, strict=True):
             _plot_panel(ax, rows, metric, summary.baseline)
-            ax.set(title=" · ".join(setting), xlabel="sparsity", ylabel=label)
+            ax.set(title=_title(setting), xlabel="sparsity", ylabel=label)
             ax.legend()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+
+
+def _title(setting: tuple[str, str, str, str]) -> str:
+    return f"{' · '.join(setting[:3])}\n{setting[3]}"
 
 
 def _plot_panel(ax, rows: list[Row], metric: str, baseline: str) -> None:
     for algorithm in dict.fromkeys(row.algorithm for row in rows):
         points = sorted((row.sparsity, getattr(row, metric)) for row in rows if row.algorithm == algorithm)
         stats = [stat for _, stat in points]
-        if algorithm == baseline:
+        if algorithm == baseline and len(stats) == 1:  # dense training: one level to compare every sparsity with
             mean, std = stats[0].mean, stats[0].std or 0.0
             ax.axhspan(mean - std, mean + std, color="gray", alpha=0.2)
             ax.axhline(mean, color="gray", linestyle="--", label=f"{algorithm} (mean ± std)")
@@ -341,7 +359,7 @@ def plot_gains(summary: Summary, path: Path) -> bool:
                 ax.set_xticks(range(len(severities)), severities)
                 ax.set_yticks(range(len(corruptions)), corruptions if ax is panels[0] else [], fontsize=7)
                 block_axes.append(ax)
-            panels[0].set_ylabel(" · ".join(setting))
+            panels[0].set_ylabel(_title(setting))
         figure.colorbar(image, ax=block_axes, label=f"accuracy gain over {summary.baseline} (%)")
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     return True

@@ -279,6 +279,19 @@ def test_only_entries_of_the_same_grid_share_a_table_and_a_delta(tmp_path):
     assert markdown_row(readme, "RiglMild")["Δ mPC"] == markdown_row(readme, "RiglFew")["Δ mPC"] == "—"
 
 
+def test_a_delta_needs_a_dense_entry_of_the_same_training_recipe(tmp_path):
+    short = {**make_entry(algo="rigl", sparsity=0.3, clean=93.5, drop=9.0), "name": "RiglShort"}
+    short["config"] = {**short["config"], "epochs": 5}  # the dense entry trained for the default epochs
+    executed = {**make_entry(algo="set", sparsity=0.3, clean=93.5, drop=9.0), "name": "SetElsewhere"}
+    executed["config"] = {**executed["config"], "device": "cuda", "workers": 8}  # how it ran: not the recipe
+    entries = {"dense.json": make_entry(), "short.json": short, "set.json": executed}
+    board = write_entries(tmp_path / "board", {f"cifar10/cifar-c/{name}": e for name, e in entries.items()})
+    assert render(board).exit_code == 0
+    readme, _ = rendered(board)
+    assert markdown_row(readme, "RiglShort")["Δ mPC"] == "—"
+    assert markdown_row(readme, "SetElsewhere")["Δ mPC"] == "+2.50"
+
+
 def test_mce_and_relative_mce_columns_name_the_baseline(tmp_path):
     rigl = {**make_entry(algo="rigl", sparsity=0.3), "name": "Rigl", "corruptions_mce": 92.04}
     rigl["corruptions_relative_mce"] = -3.26  # it loses less accuracy under corruption than the dense run: negative

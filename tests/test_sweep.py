@@ -25,7 +25,7 @@ from dstbench.errors import UserError
 from dstbench.hookspecs import hookimpl
 from dstbench.options import given
 from dstbench.plugins import Plugins
-from dstbench.summary import plot_gains, summarize
+from dstbench.summary import plot_gains, summarize, summary_tables
 from dstbench.sweep import Children, Grid, child_device, parse_seeds, plan, run_args
 
 QUICK = [
@@ -166,7 +166,9 @@ def test_run_args_resolve_to_the_same_config(plugins, tmp_path):
 # --- the statistics ----------------------------------------------------------------------------------------------
 
 
-def entry(algo, sparsity, seed, clean, mpc, cells=None):
+def entry(algo, sparsity, seed, clean, mpc, cells=None, test_samples=100):
+    cells = cells or {"gaussian_noise": {"3": mpc}}
+    severities = sorted({int(s) for row in cells.values() for s in row})
     return {
         "run_id": f"{algo}-s{sparsity}-seed{seed}",
         "dataset": "digits",
@@ -181,7 +183,8 @@ def entry(algo, sparsity, seed, clean, mpc, cells=None):
         "corruptions_mce": None,
         "corruptions_relative_mce": None,
         "training": {"wall_time_s": 1.0},
-        "corruptions": cells or {"gaussian_noise": {"3": mpc}},
+        "corruptions": cells,
+        "evaluation": {"corruptions": list(cells), "severities": severities, "test_samples": test_samples},
     }
 
 
@@ -240,6 +243,43 @@ def test_relative_gains_of_every_cell_over_the_seeds_both_have(tmp_path):
     path = tmp_path / "gains.png"
     assert plot_gains(summarize(entries), path) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_gains(summarize(entries[:2]), tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_a_baseline_at_several_sparsities_is_compared_at_the_row_s_own():
+    entries = [
+        entry("static", 0.5, 0, 90.0, 70.0),
+        entry("static", 0.9, 0, 80.0, 50.0),
+        entry("set", 0.5, 0, 91.0, 71.0),
+        entry("set", 0.9, 0, 81.0, 51.0),
+        entry("set", 0.7, 0, 85.0, 60.0),  # static has no 0.7: no baseline to pick
+    ]
+    rows = {(row.algorithm, row.sparsity): row for row in summarize(entries, baseline="static").rows}
+    for sparsity in (0.5, 0.9):
+        assert rows["set", sparsity].corruptions_acc_vs_baseline.mean == pytest.approx(1.0)
+        assert rows["set", sparsity].clean_acc_vs_baseline.mean == pytest.approx(1.0)
+    assert rows["set", 0.7].corruptions_acc_vs_baseline is None and rows["set", 0.7].cell_gains is None
+    dense_only = summarize([entry("dense", 0.0, 0, 90.0, 70.0), entry("set", 0.7, 0, 85.0, 60.0)])
+    assert dense_only.rows[1].corruptions_acc_vs_baseline.mean == pytest.approx(-10.0)  # its one level: 0
+
+
+def test_runs_scored_over_other_grids_are_not_compared():
+    five = {"gaussian_noise": {str(s): 80.0 - 10 * s for s in range(1, 6)}}
+    entries = [
+        entry("dense", 0.0, 0, 90.0, 50.0, five),
+        entry("rigl", 0.5, 0, 90.0, 70.0, {"gaussian_noise": {"1": 70.0}}),  # severity 1 alone
+        entry("set", 0.5, 1, 90.0, 50.0, five, test_samples=50),  # another test subset
+        entry("set", 0.5, 0, 90.0, 51.0, five),
+    ]
+    summary = summarize(entries)
+    assert [(row.algorithm, row.grid) for row in summary.rows] == [
+        ("dense", "gaussian_noise × severities 1–5 · 100 test samples"),
+        ("rigl", "gaussian_noise × severity 1 · 100 test samples"),
+        ("set", "gaussian_noise × severities 1–5 · 50 test samples"),
+        ("set", "gaussian_noise × severities 1–5 · 100 test samples"),
+    ]
+    assert [row.corruptions_acc_vs_baseline is None for row in summary.rows] == [True, True, True, False]
+    assert summary.rows[3].corruptions_acc_vs_baseline.seeds == [0]
+    assert len(summary_tables(summary).renderables) == 3
 
 
 def test_two_entries_of_one_run_are_an_error():

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from dstbench.config import RunConfig
 from dstbench.errors import UserError
+from dstbench.grid import Grid, describe_grid, evaluation_grid
 
 BASELINE_ALGORITHM = "dense"
 MEAN_MARK = "†"  # on a Δ measured against the mean of the dense seeds, not the same seed
@@ -61,8 +62,8 @@ COLUMNS = (
 )
 
 DELTA_NOTE = (
-    f"Δ: difference to the dense entry of the same model, dataset, suite, grid and seed; {MEAN_MARK} marks a "
-    "difference to the mean of the dense seeds, where no dense entry has the same seed."
+    "Δ: difference to the dense entry of the same model, dataset, suite, grid, training recipe and seed; "
+    f"{MEAN_MARK} marks a difference to the mean of the dense seeds, where no dense entry has the same seed."
 )
 _DEFAULTS = RunConfig().to_dict()
 SAME_EXPERIMENT = "algorithm, parameters, sparsity, model, dataset, suite, seed, training recipe and evaluation grid"
@@ -210,35 +211,17 @@ def _is_baseline(entry: Mapping[str, Any]) -> bool:
     return entry["algorithm"]["name"] == BASELINE_ALGORITHM
 
 
-Grid = tuple[tuple[str, ...], tuple[int, ...], int]
-
-
-def grid(entry: Mapping[str, Any]) -> Grid:
-    """What an entry's mPC averages over: its corruptions, severities and number of test samples."""
-    evaluation = entry["evaluation"]
-    return tuple(sorted(evaluation["corruptions"])), tuple(sorted(evaluation["severities"])), evaluation["test_samples"]
-
-
-def describe_grid(key: Grid) -> str:
-    """'19 corruptions × severities 1-5 · 10,000 test samples' (the names, when there are at most four)."""
-    corruptions, severities, samples = key
-    names = ", ".join(corruptions) if len(corruptions) <= 4 else f"{len(corruptions)} corruptions"
-    consecutive = len(severities) > 2 and severities == tuple(range(severities[0], severities[-1] + 1))
-    levels = f"{severities[0]}–{severities[-1]}" if consecutive else ", ".join(map(str, severities))
-    plural = "ies" if len(severities) > 1 else "y"
-    return f"{names} × severit{plural} {levels} · {samples:,} test samples"
-
-
 def _setting(entry: Mapping[str, Any]) -> tuple:
-    """What a dense baseline must share with an entry, besides the seed."""
-    return entry["dataset"], entry["suite"], grid(entry), entry["model"]
+    """What a dense baseline must share with an entry, besides the seed: a Δ to a dense model trained for other
+    epochs, or with another learning rate, would measure the recipe rather than the sparsity."""
+    config = {**_DEFAULTS, **entry["config"]}  # a setting added since an entry was written has its default there
+    recipe = {key: value for key, value in config.items() if key not in NOT_RECIPE}
+    return entry["dataset"], entry["suite"], evaluation_grid(entry), entry["model"], json.dumps(recipe, sort_keys=True)
 
 
 def identity(entry: Mapping[str, Any]) -> tuple:
     """What makes two entries the same experiment (SAME_EXPERIMENT): a second one is a duplicate."""
     algorithm, sparsity = entry["algorithm"], entry["sparsity"]
-    config = {**_DEFAULTS, **entry["config"]}  # a setting added since an entry was written has its default there
-    recipe = {key: value for key, value in config.items() if key not in NOT_RECIPE}
     return (
         algorithm["name"],
         json.dumps(algorithm["params"], sort_keys=True),
@@ -246,7 +229,6 @@ def identity(entry: Mapping[str, Any]) -> tuple:
         sparsity["distribution"],
         *_setting(entry),
         entry["seed"],
-        json.dumps(recipe, sort_keys=True),
     )
 
 
@@ -254,7 +236,7 @@ def _order(loaded: LoadedEntry) -> tuple:
     """A total order on entries, so the board never depends on the order files were found in: within a dataset
     and suite the fullest grid first."""
     entry = loaded.data
-    corruptions, severities, samples = grid(entry)
+    corruptions, severities, samples = evaluation_grid(entry)
     return (
         entry["dataset"],
         entry["suite"],
@@ -456,7 +438,7 @@ def build_board(entries: Iterable[LoadedEntry]) -> Board:
     tables: dict[tuple[str, str, Grid], list[Row]] = {}
     for number, loaded in enumerate(ordered):
         reference = _reference(loaded.data, dense.get(_setting(loaded.data), []))
-        table = (loaded.data["dataset"], loaded.data["suite"], grid(loaded.data))
+        table = (loaded.data["dataset"], loaded.data["suite"], evaluation_grid(loaded.data))
         tables.setdefault(table, []).append(_row(f"entry-{number}", loaded, reference))
     return Board(
         tables=[
