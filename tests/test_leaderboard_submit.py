@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 from statistics import fmean
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,7 @@ from entries import make_entry
 from dstbench.cli import build_cli
 from dstbench.entry import entry_grid, validate_file, violations
 from dstbench.leaderboard.robustbench import ALEXNET_ERRORS
-from dstbench.leaderboard.submission import sampling_tolerance
+from dstbench.leaderboard.submission import _subset_accuracy_checks, sampling_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +235,18 @@ def test_sampling_tolerance():
     assert sampling_tolerance(90.0, 100, 100) == 1.0  # the whole test set: no sampling error
     assert sampling_tolerance(50.0, 500, 10000) == pytest.approx(300 * (0.25 / 500 * 9500 / 9999) ** 0.5)
     assert sampling_tolerance(100.0, 10, 10000) == 1.0
+
+
+def test_the_mpc_tolerance_is_three_mean_sigmas_with_the_floor_applied_once():
+    cells = {"gaussian_noise": {"1": 99.9, "2": 50.0}, "fog": {"1": 99.9, "2": 50.0}}
+    entry = {"clean_acc": 99.0, "corruptions_acc": 74.95, "corruptions": cells, "evaluation": {"test_samples": 10000}}
+    fpc = 9500 / 9999
+    sigmas = [100 * (p * (1 - p) / 500 * fpc) ** 0.5 for p in (0.999, 0.5)]
+    expected = 3 * fmean(sigmas)  # 3.48: the cell at 99.9% adds its own small σ, not the floor's 1/3 point
+    for measured, ok in ((74.95 + expected - 0.01, True), (74.95 + expected + 0.01, False)):
+        result = SimpleNamespace(clean_acc=99.0, mpc=measured)
+        _, mpc = _subset_accuracy_checks(entry, result, 500)
+        assert mpc.tolerance == f"±{expected:.2f}" and mpc.ok is ok
 
 
 def test_verify_compares_every_cell(cli, run_dir, tmp_path):

@@ -15,7 +15,7 @@ What is re-checked, in order (a failed identity check stops before the costly on
 run's own `--max-test-samples` subset is cut from, so they are test samples the run scored, corrupted identically).
 A run stores no per-sample predictions, so the subset accuracy is compared with the entry's full-test-set accuracy:
 if the claim is true, it is the accuracy of n samples drawn without replacement from N whose accuracy is the claim,
-with σ = sqrt(p(1-p)/n · (N-n)/(N-1)). The tolerance is max(1 point, 3σ): about 1 false refusal in 370 from
+with σ = sqrt(p(1-p)/n · (N-n)/(N-1)). The tolerance is max(1 point, 3σ): about 1 false refusal in 370 per check from
 sampling, and the 1-point floor absorbs CPU/GPU and bf16 rounding. For mPC, σ is the mean of the cells' σ, an
 upper bound of the σ of their mean whatever their correlation. `verify` evaluates all N samples, where σ = 0, and
 compares every cell within --tolerance points.
@@ -28,6 +28,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -70,11 +71,17 @@ class Check:
     ok: bool
 
 
-def sampling_tolerance(claimed: float, n: int, population: int) -> float:
-    """The accuracy points a subset of `n` of `population` samples may differ from the population's `claimed`."""
+def sampling_sigma(claimed: float, n: int, population: int) -> float:
+    """The standard error (accuracy points) of the accuracy of `n` samples drawn without replacement from
+    `population` samples whose accuracy is `claimed`."""
     p = min(max(claimed / 100, 0.0), 1.0)
     fpc = max(population - n, 0) / (population - 1) if population > 1 else 0.0
-    return max(FLOOR, 3 * 100 * math.sqrt(p * (1 - p) / n * fpc))
+    return 100 * math.sqrt(p * (1 - p) / n * fpc)
+
+
+def sampling_tolerance(claimed: float, n: int, population: int) -> float:
+    """The accuracy points a subset of `n` of `population` samples may differ from the population's `claimed`."""
+    return max(FLOOR, 3 * sampling_sigma(claimed, n, population))
 
 
 def _accuracy_check(what: str, claimed: float, measured: float, tolerance: float) -> Check:
@@ -247,8 +254,7 @@ def _subset_accuracy_checks(entry: dict[str, Any], result: EvalResult, n: int) -
     population = entry["evaluation"]["test_samples"]
     clean_tol = sampling_tolerance(entry["clean_acc"], n, population)
     cells = [acc for row in entry["corruptions"].values() for acc in row.values()]
-    sigmas = [sampling_tolerance(acc, n, population) / 3 if n < population else 0.0 for acc in cells]
-    mpc_tol = max(FLOOR, 3 * sum(sigmas) / len(sigmas))
+    mpc_tol = max(FLOOR, 3 * fmean(sampling_sigma(acc, n, population) for acc in cells))
     of = f"{n:,} of {population:,} samples"
     return [
         _accuracy_check(f"clean accuracy ({of})", entry["clean_acc"], result.clean_acc, clean_tol),
