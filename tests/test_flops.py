@@ -39,6 +39,41 @@ def test_layer_macs_by_hand():
     assert model.training  # counted in eval mode, then put back
 
 
+class Functional(nn.Module):
+    """Layers whose weights are used without calling them, as Video Swin's attention uses `qkv.weight`."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+        self.proj = nn.Linear(8, 8, bias=False)
+        self.conv = nn.Conv1d(8, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (1, 5, 8), five tokens
+        qkv = nn.functional.linear(x, self.qkv.weight, self.qkv.bias)  # (1, 5, 24)
+        mixed = torch.matmul(qkv[..., :8].unsqueeze(1).expand(1, 2, 5, 8), self.proj.weight.t())  # batched
+        return nn.functional.conv1d(mixed[:, 0].transpose(1, 2), self.conv.weight)  # (1, 4, 3)
+
+
+def test_layer_macs_count_weights_used_without_calling_their_layer():
+    model = Functional()
+    assert layer_macs(model, (5, 8)) == {
+        "qkv.weight": 5 * 8 * 24,
+        "proj.weight": 2 * 5 * 8 * 8,
+        "conv.weight": 4 * 3 * 8 * 3,
+    }
+    on_meta = layer_macs(Functional().to("meta"), (5, 8))  # storages told apart without data
+    assert on_meta == layer_macs(model, (5, 8))
+
+
+def test_video_swin_attention_counts(plugins):
+    spec, variant = plugins.registry.model("swin3d_t")
+    model = spec.build(ModelRequest(10, 3, 32, variant, frames=8)).to("meta")
+    macs = layer_macs(model, (3, 8, 32, 32))
+    attention = {name: count for name, count in macs.items() if ".attn." in name}
+    assert len(attention) == 24 and all(count > 0 for count in attention.values())
+    assert all(count > 0 for count in macs.values())
+
+
 def cifar_resnet18_macs(num_classes: int) -> int:
     """Conv and linear multiply-adds of a CIFAR-stem ResNet-18 on a 32-px image, layer by layer."""
     total = 32 * 32 * 64 * 3 * 9  # 3×3 stem, stride 1

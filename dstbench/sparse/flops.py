@@ -15,19 +15,50 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from dstbench.sparse import SPARSIFIABLE
+from dstbench.sparse import sparsifiable
 
 FLOPS_PER_MAC = 2
 CONVENTION = "FLOPs = 2 × multiply-adds of conv and linear layers"
 
 
-def _module_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """MACs of one call: every output element of a conv sums (in_channels / groups) × kernel products, every output
-    element of a linear layer in_features products (so a linear applied to T tokens counts T times)."""
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    return output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+def _product_macs(func: object, args: tuple, output: torch.Tensor) -> int | None:
+    """Multiply-adds of one matrix product or convolution (None for any other operation): every output element of a
+    convolution sums (in_channels / groups) × kernel products; a matrix product (m × k)·(k × n) takes m·k·n."""
+    aten = torch.ops.aten
+    if func in (aten.convolution.default, aten._convolution.default):
+        source, weight, transposed = args[0], args[1], args[6]
+        per_element = weight.shape[1] * math.prod(weight.shape[2:])  # (in or out channels) / groups × kernel
+        return (source if transposed else output).numel() * per_element
+    if func in (aten.addmm.default, aten.baddbmm.default):
+        args = args[1:]
+    if func in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default, aten.mv.default):
+        a, b = args[0], args[1]
+        return a.numel() * (b.shape[-1] if b.ndim > 1 else 1)
+    return None
+
+
+class _WeightMacs(TorchDispatchMode):
+    """Credits each matrix product and convolution to the weight it reads, found by storage: a weight reaches the
+    kernels through views (`linear` multiplies by its transpose), and some modules never call their layers (Video
+    Swin's attention multiplies by `qkv.weight` itself), so counting calls of the layers would miss them."""
+
+    def __init__(self, weights: Mapping[str, torch.Tensor]):
+        super().__init__()
+        # A storage's C pointer: unique among live storages, shared by views, defined on the meta device too.
+        self.names = {weight.untyped_storage()._cdata: name for name, weight in weights.items()}
+        self.macs = dict.fromkeys(weights, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        macs = _product_macs(func, args, output)
+        if macs is not None:
+            storages = (arg.untyped_storage()._cdata for arg in args if isinstance(arg, torch.Tensor))
+            name = next((self.names[storage] for storage in storages if storage in self.names), None)
+            if name is not None:
+                self.macs[name] += macs
+        return output
 
 
 @torch.no_grad()
@@ -35,26 +66,20 @@ def layer_macs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Multiply-adds per sample of every conv and linear layer, keyed like `sparsifiable` ("<module>.weight").
 
     `input_shape` is one sample's shape, e.g. (C, H, W); the model runs once, in eval mode, on a zero batch of one.
-    A module called more than once counts every call; one never called counts 0.
+    Every product that reads a layer's weight counts, however the model calls it: a layer called twice counts
+    twice, one never used counts 0.
     """
-    names = {module: name for name, module in model.named_modules() if isinstance(module, SPARSIFIABLE)}
-    macs = {f"{name}.weight": 0 for name in names.values()}
-
-    def count(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        macs[f"{names[module]}.weight"] += _module_macs(module, output)
-
-    handles = [module.register_forward_hook(count) for module in names]
+    weights = sparsifiable(model)
     parameter = next(model.parameters(), None)
     device, dtype = (parameter.device, parameter.dtype) if parameter is not None else (None, None)
     was_training = model.training
     try:
         model.eval()
-        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+        with _WeightMacs(weights) as counter:
+            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return macs
+    return counter.macs
 
 
 def sparse_macs(macs: Mapping[str, int], layer_densities: Mapping[str, float]) -> float:
