@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dstbench.config import TRAIN
+from dstbench.config import TRAIN, settings_diff
 from dstbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -134,13 +134,14 @@ def save_training(run: Run, path: Path) -> None:
         "history": [vars(s) for s in run.history],
         "device_type": run.device.type,
         "precision": run.precision,
+        "channels_last": run.channels_last,
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _check_settings(path: Path, state: dict[str, Any], cfg: RunConfig) -> None:
     saved = state["config"]
-    diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in cfg.role_dict(TRAIN).items() if saved.get(k) != v]
+    diff = settings_diff(saved, cfg.role_dict(TRAIN))
     if diff:
         raise UserError(
             f"{path} was written by a run with other settings: {', '.join(diff)}; resume with the same settings"
@@ -159,18 +160,24 @@ def load_state(path: Path) -> dict[str, Any]:
     return _load(path, TRAINING_FORMAT)
 
 
+def _how(device_type: str, precision: str, channels_last: bool) -> str:
+    return f"{device_type} in {precision}{', channels-last' if channels_last else ''}"
+
+
 def restore_training(run: Run, state: dict[str, Any]) -> None:
     """Continue where `save_training` left off: model, optimizer (momentum), scheduler, counters, history and the
     random number generators. A run moves to another kind of device only by starting over: its generators (the
-    algorithm's lives on the device) and its precision (`--precision auto`) would change under it."""
+    algorithm's lives on the device), its precision (`--precision auto`) and its memory format (`--channels-last`
+    defaults to on for CUDA; convolutions sum in another order in it) would change under it."""
     from dstbench.train import EpochStats
 
-    saved = state.get("device_type", run.device.type), state.get("precision", run.precision)
-    if saved != (run.device.type, run.precision):
+    now = run.device.type, run.precision, run.channels_last
+    saved = state.get("device_type", now[0]), state.get("precision", now[1]), state.get("channels_last", now[2])
+    if saved != now:
         raise UserError(
-            f"the checkpoint was trained on {saved[0]} in {saved[1]} up to epoch {state['epoch']}; this process "
-            f"would continue on {run.device.type} in {run.precision}: resume it on a {saved[0]} device (--device), "
-            "or start the run again"
+            f"the checkpoint was trained on {_how(*saved)} up to epoch {state['epoch']}; this process would "
+            f"continue on {_how(*now)}: resume it on a {saved[0]} device (--device) in {saved[1]} "
+            f"({'--channels-last' if saved[2] else '--no-channels-last'}), or start the run again"
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])

@@ -6,6 +6,7 @@ from them, and `resolve` validates every value once, with errors that say what i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -315,6 +316,31 @@ def _check_used(cfg: RunConfig, modality: str) -> None:
             raise UserError(f"--{name.replace('_', '-')}{shown}: {reason}")
 
 
+def settings_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """'key=saved (now value)' for each of `now`'s settings that `saved` (a checkpoint's or entry's config) holds
+    otherwise. Algorithm options are compared as values: runs of older versions saved a flag's as given ("3")."""
+    diff = []
+    for key, value in now.items():
+        old = saved.get(key)
+        if key == "algo_options" and isinstance(old, Mapping) and old.keys() == value.keys():
+            old = {k: _as_typed(v, value[k]) for k, v in old.items()}
+        if old != value:
+            diff.append(f"{key}={saved.get(key)!r} (now {value!r})")
+    return diff
+
+
+def _as_typed(saved: Any, now: Any) -> Any:
+    """`saved` as a value of `now`'s type, when it is a string that reads as one (else as it is)."""
+    if not isinstance(saved, str) or isinstance(now, str):
+        return saved
+    if now is None:
+        return None if saved.lower() in ("none", "null") else saved
+    try:
+        return parse_bool(saved) if isinstance(now, bool) else parse_number(type(now))(saved)
+    except ValueError:
+        return saved
+
+
 def resolve(
     flags: Mapping[str, Any], config_file: str | Path | None, registry, saved: Mapping[str, Any] | None = None
 ) -> RunConfig:
@@ -352,6 +378,8 @@ def resolve(
     corruptions, severities = suite.select(cfg.corruptions, cfg.severities)
     suite.check_input(dataset.channels, dataset.image_size, corruptions)
     algorithm.check_config(cfg)
+    options = algorithm.parse_options(cfg.algo_options)  # a flag's "3" and a TOML table's 3 alike: 3
+    cfg = dataclasses.replace(cfg, algo_options={key: getattr(options, key) for key in cfg.algo_options})
     if cfg.baseline:  # now, not after training
         from dstbench.entry import read_baseline
 

@@ -267,6 +267,8 @@ def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock
         model.load_state_dict(finished["model"])
         result = TrainResult.from_dict(finished["training"])
         reporter.info(f"training already finished; evaluating {run_dir.model}")
+        if dist.is_main:  # a process stopped between writing model.pt and removing the checkpoint
+            run_dir.checkpoint.unlink(missing_ok=True)
     else:
         if state:
             checkpoint.restore_training(run, state)

@@ -163,7 +163,7 @@ def _prepared(cfg: RunConfig) -> RunConfig | None:
 def _check_finished(cfg: RunConfig, entry_path: Path) -> None:
     saved = _read_entry(entry_path)["config"]
     now = {**cfg.role_dict(TRAIN), **cfg.role_dict(EVAL)}
-    diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in now.items() if saved.get(k) != v]
+    diff = config.settings_diff(saved, now)
     if diff:
         raise UserError(f"{entry_path} was written with other settings: {', '.join(diff)}; choose another --out")
 

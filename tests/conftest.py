@@ -46,7 +46,7 @@ def quiet():
     return PlainReporter(quiet=True)
 
 
-def run_config(plugins, tmp_path, **flags):
+def run_config(plugins, tmp_path, config_file=None, **flags):
     """A resolved config for a small, fast digits run."""
     from dstbench.config import resolve
 
@@ -61,7 +61,7 @@ def run_config(plugins, tmp_path, **flags):
         "out": str(tmp_path / "run"),
         "quiet": True,
     }
-    return resolve({**base, **flags}, None, plugins.registry)
+    return resolve({**base, **flags}, config_file, plugins.registry)
 
 
 @pytest.fixture(scope="session")

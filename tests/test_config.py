@@ -127,3 +127,26 @@ def test_values_parse_from_strings_and_typed_toml():
 
 def test_run_id_names_the_run(plugins):
     assert _resolve(plugins, {"seed": "3"}).run_id == "digits-digits-cnn-dense-seed3"
+
+
+def test_settings_diff_reads_saved_algorithm_options_as_values():
+    from dstbench.config import settings_diff
+
+    now = {"epochs": 2, "algo_options": {"update_interval": 3, "sign_split": True, "t_end": 0.75, "x": None}}
+    flags = {"update_interval": "03", "sign_split": "true", "t_end": "0.75", "x": "none"}  # as older runs saved them
+    assert settings_diff({"epochs": 2, "algo_options": flags}, now) == []
+    assert settings_diff({"epochs": 2, "algo_options": {**flags, "update_interval": "4"}}, now) == [
+        "algo_options={'update_interval': '4', 'sign_split': 'true', 't_end': '0.75', 'x': 'none'} (now "
+        "{'update_interval': 3, 'sign_split': True, 't_end': 0.75, 'x': None})"
+    ]
+    assert settings_diff({"epochs": 3, "algo_options": {}}, {"epochs": 2, "algo_options": {}}) == ["epochs=3 (now 2)"]
+    assert settings_diff({"algo_options": {"update_interval": "x"}}, {"algo_options": {"update_interval": 3}}) != []
+
+
+def test_algorithm_options_resolve_to_values_from_flags_and_toml_alike(plugins, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('algo = "rigl"\n[algo_options]\nupdate_interval = 3\ndrop_fraction = 0.5\n')
+    from_toml = resolve({"device": "cpu"}, toml, plugins.registry)
+    flags = {"device": "cpu", "algo": "rigl", "algo_options": ["update_interval=3", "drop_fraction=.5"]}
+    assert resolve(flags, None, plugins.registry).algo_options == from_toml.algo_options
+    assert from_toml.algo_options == {"update_interval": 3, "drop_fraction": 0.5}

@@ -68,6 +68,32 @@ def test_resume_after_interruption_gives_identical_results(tmp_path):
     assert resumed.training.steps == uninterrupted.training.steps
 
 
+def _weight_bits(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model's tensors as raw bits: -0.0 and 0.0 differ."""
+    state = torch.load(RunDir(run_dir).model, weights_only=True)["model"]
+    return {name: t.view(torch.int32) if t.dtype == torch.float32 else t for name, t in state.items()}
+
+
+def test_resume_keeps_every_bit_and_takes_algorithm_options_by_value(tmp_path):
+    """Started with a TOML table's typed option, resumed with a flag's string: the same setting."""
+    toml = tmp_path / "rigl.toml"
+    toml.write_text("[algo_options]\nupdate_interval = 3\n")
+    rigl = {"algo": "rigl", "sparsity": "0.5", "epochs": 3}
+    plain = Plugins.load(env={"DSTBENCH_PLUGINS": ""})
+    execute(run_config(plain, tmp_path / "full", toml, **rigl), plain, QUIET)
+    stopping = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"stop": StopAfter(2)})  # after epoch 1's checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_config(stopping, tmp_path / "cut", toml, **rigl), stopping, QUIET)
+    flag = {**rigl, "algo_options": ["update_interval=03"], "resume": "true"}
+    execute(run_config(plain, tmp_path / "cut", **flag), plain, QUIET)
+    full, cut = _weight_bits(tmp_path / "full" / "run"), _weight_bits(tmp_path / "cut" / "run")
+    assert full.keys() == cut.keys() and all(torch.equal(full[name], cut[name]) for name in full)
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_config(stopping, tmp_path / "b", toml, **rigl), stopping, QUIET)
+    with pytest.raises(UserError, match=r"algo_options=\{'update_interval': 3\} \(now \{'update_interval': 4\}\)"):
+        execute(run_config(plain, tmp_path / "b", **{**flag, "algo_options": ["update_interval=4"]}), plain, QUIET)
+
+
 def test_resume_after_training_only_evaluates(plugins, tmp_path):
     cfg = run_config(plugins, tmp_path)
     first = execute(cfg, plugins, QUIET)
@@ -155,3 +181,19 @@ def test_a_saved_run_is_evaluated_again_with_its_settings_but_not_its_quiet(plug
         finished_run.epochs,
     )
     assert saved_config(saved, {"quiet": True}, plugins).quiet
+
+
+def test_resume_refuses_another_memory_format_and_a_finished_run_drops_its_checkpoint(plugins, tmp_path):
+    stopping = Plugins.load(env={"DSTBENCH_PLUGINS": ""}, extra={"stop": StopAfter(2)})
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_config(stopping, tmp_path, epochs=3), stopping, QUIET)
+    run_dir = RunDir(tmp_path / "run")
+    interrupted = run_dir.checkpoint.read_bytes()
+    with pytest.raises(UserError, match=r"trained on cpu in fp32 up to epoch 1; .* on cpu in fp32, channels-last: "):
+        execute(run_config(plugins, tmp_path, epochs=3, resume="true", channels_last="true"), plugins, QUIET)
+    execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
+    # A process stopped after writing model.pt and before removing the checkpoint, and its entry not written yet
+    run_dir.checkpoint.write_bytes(interrupted)
+    run_dir.entry.unlink()
+    execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
+    assert run_dir.entry.exists() and not run_dir.checkpoint.exists()

@@ -129,7 +129,8 @@ class SparseAlgorithm(Algorithm):
             self.masks = Masks.from_state(masked, state["masks"])
             self.generator.set_state(state["generator"])
             self.counts = dict(state["counts"])
-        self.masks.apply(run.optimizer)
+        # A resumed run's optimizer state is the saved one, which an uninterrupted run would go on with as it is.
+        self.masks.apply(run.optimizer if state is None else None)
 
     def initial_sparsity(self) -> float:
         """The sparsity of the first masks; algorithms that prune gradually start below the target."""
