@@ -187,13 +187,18 @@ class RunLock:
             self.file = None
 
 
-def _lock(lock: RunLock, dist: Distributed, device: torch.device, take: bool = True) -> None:
-    """Rank 0 takes the run folder's lock (if `take`, as rank 0 sees it); under torch.distributed every process then
-    raises when it could not, so that none trains on alone. Every process must call this at the same point."""
+def _lock(
+    lock: RunLock, dist: Distributed, device: torch.device, take: bool = True, fresh: RunDir | None = None
+) -> None:
+    """Rank 0 takes the run folder's lock (if `take`, as rank 0 sees it), and refuses a `fresh` run's folder that
+    another process has put a run in since it was looked at; under torch.distributed every process then raises when
+    rank 0 could not, so that none trains on alone. Every process must call this at the same point."""
     refused = None
     if dist.is_main and take:
         try:
             lock.acquire()
+            if fresh is not None and fresh.has_run():
+                raise UserError(f"{fresh.path} already holds a run: another process started one there meanwhile")
         except UserError as exc:
             refused = exc
     if dist.enabled and int(dist.sum(torch.tensor([refused is not None], dtype=torch.int32, device=device))):
@@ -275,7 +280,7 @@ def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock
             reporter.info(f"resuming {run_dir.path} after epoch {run.epoch}/{cfg.epochs}")
         algorithm.setup(run, state["algorithm"] if state else None)
         run_dir.path.mkdir(parents=True, exist_ok=True)
-        _lock(lock, dist, device)
+        _lock(lock, dist, device, fresh=None if cfg.resume else run_dir)
         plugins.register(algorithm, name=f"algorithm:{cfg.algo}")
         try:
             result = trainer.fit(run)

@@ -197,3 +197,20 @@ def test_resume_refuses_another_memory_format_and_a_finished_run_drops_its_check
     run_dir.entry.unlink()
     execute(run_config(plugins, tmp_path, epochs=3, resume="true"), plugins, QUIET)
     assert run_dir.entry.exists() and not run_dir.checkpoint.exists()
+
+
+def test_a_fresh_run_refuses_a_folder_another_process_filled_while_it_loaded_its_data(plugins, tmp_path, monkeypatch):
+    from dstbench import runner
+
+    load_data = runner.load_data
+
+    def meanwhile(cfg, *args):
+        data = load_data(cfg, *args)
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "entry.json").write_text("{}")  # another process's run, finished in the meantime
+        return data
+
+    monkeypatch.setattr(runner, "load_data", meanwhile)
+    with pytest.raises(UserError, match="run already holds a run: another process started one there meanwhile"):
+        execute(run_config(plugins, tmp_path), plugins, QUIET)
+    assert (tmp_path / "run" / "entry.json").read_text() == "{}" and not (tmp_path / "run" / "model.pt").exists()
