@@ -196,6 +196,25 @@ def test_shards_of_a_batch_are_the_single_process_batch_split_by_rank():
         assert torch.equal(torch.cat([zero.images, one.images]), single[b].images)
 
 
+def test_streamed_shards_hold_the_single_process_batches():
+    """Streamed data (ImageNet) under torchrun: every global batch holds the samples, augmented alike, that one
+    process's batch holds, whatever the order within it."""
+    data = StreamImages(_RandomlyAugmented(), torch.arange(12), workers=0)
+
+    def epoch(shard):
+        return list(data.batches(4, CPU, train=True, generator=torch.Generator().manual_seed(3), shard=shard))
+
+    single, ranks = epoch((0, 1)), [epoch((r, 2)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 3
+    for b, (zero, one) in enumerate(zip(*ranks, strict=True)):
+        ids, images = torch.cat([zero.ids, one.ids]), torch.cat([zero.images, one.images])
+        assert torch.equal(ids.sort().values, single[b].ids.sort().values)
+        assert torch.equal(images[ids.argsort()], single[b].images[single[b].ids.argsort()])
+    assert not torch.equal(torch.cat([b.ids for b in single]), torch.arange(12))  # shuffled
+    evaluation = list(data.batches(5, CPU, train=False))
+    assert torch.equal(torch.cat([b.ids for b in evaluation]), torch.arange(12))  # in order, all of them
+
+
 def test_device_resident_data_copies_only_the_epochs_random_numbers():
     """On an accelerator (here the meta device, which takes the same path) an epoch copies its order, crop offsets
     and flips to the device once, and nothing per batch."""

@@ -240,18 +240,16 @@ class StreamImages(ImageData):
         shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         rank, processes = shard
-        # The epoch's seed of augmentation and, with several processes, of the order shared by all of them.
+        # The epoch's seed of augmentation and of the order, the same permutation for any number of processes:
+        # rank r takes every processes-th sample of it, so each global batch holds what a single process's would.
         seed = int(torch.randint(2**31, (1,), generator=generator)) if train else None
         indexed = _Indexed(self.dataset, self.ids, seed)
-        sampler = None
-        if processes > 1:
-            sampler = DistributedSampler(indexed, processes, rank, shuffle=train, seed=seed or 0, drop_last=True)
+        sampler = DistributedSampler(indexed, processes, rank, shuffle=train, seed=seed or 0, drop_last=processes > 1)
         loader = DataLoader(
             indexed,
             batch_size=batch_size // processes,
-            shuffle=train and sampler is None,
             sampler=sampler,
-            generator=generator if sampler is None else None,
+            generator=generator,  # what the loader draws its workers' base seed from: not the global generator
             num_workers=self.workers,
             pin_memory=device.type == "cuda",
             drop_last=False,
