@@ -9,11 +9,12 @@ training.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dstbench.config import parse_bool, parse_number
+from dstbench.config import MAX_INTEGER, parse_bool, parse_number
 from dstbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ class Algorithm:
             except (TypeError, ValueError):
                 kind = getattr(hints[key], "__name__", str(hints[key]))  # 'int', not "<class 'int'>"
                 raise UserError(f"algorithm '{cls.name}' option '{key}': {value!r} is not a valid {kind}") from None
+            number = values[key]
+            if isinstance(number, float) and not math.isfinite(number):
+                raise UserError(f"algorithm '{cls.name}' option '{key}' must be a finite number, got {value!r}")
+            if isinstance(number, int) and not isinstance(number, bool) and abs(number) >= MAX_INTEGER:
+                raise UserError(f"algorithm '{cls.name}' option '{key}' must be below 2**53, got {value!r}")
         try:
             return cls.Options(**values)
         except ValueError as exc:  # an Options.__post_init__ range check

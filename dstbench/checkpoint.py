@@ -25,11 +25,18 @@ from dstbench.errors import UserError
 
 if TYPE_CHECKING:
     from dstbench.config import RunConfig
-    from dstbench.train import Run
+    from dstbench.train import Run, TrainResult
 
 TRAINING_FORMAT = "dstbench-training-checkpoint"
 MODEL_FORMAT = "dstbench-model"
 VERSION = 1
+CONTENTS = {  # what each format's file holds, and of which type
+    MODEL_FORMAT: {"config": dict, "model": dict, "algorithm": dict, "training": dict},
+    TRAINING_FORMAT: {
+        **{"config": dict, "epoch": int, "step": int, "model": dict, "optimizer": dict, "scheduler": dict},
+        **{"algorithm": dict, "rng": dict, "history": list},
+    },
+}
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None, sync: bool = True) -> None:
@@ -95,14 +102,41 @@ def _load(path: Path, expected_format: str) -> dict[str, Any]:
         raise UserError(f"{path} is not a {expected_format} file")
     if state.get("version") != VERSION:
         raise UserError(f"{path} has format version {state.get('version')}; this dstbench reads version {VERSION}")
+    for key, kind in CONTENTS[expected_format].items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise UserError(f"{path} is damaged: its {key!r} is missing or not a {kind.__name__}")
     return state
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path | str) -> None:
+    """`model.load_state_dict`, with a one-line error naming the file when the weights are another model's."""
+    expected = model.state_dict()
+    missing, unknown = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
+    shapes = [k for k in expected.keys() & weights.keys() if tuple(expected[k].shape) != tuple(weights[k].shape)]
+    if missing or unknown or shapes:
+        first = (missing or unknown or shapes)[0]
+        raise UserError(
+            f"{path} holds weights that do not fit its model: {len(missing)} of its tensors missing, {len(unknown)} "
+            f"unknown, {len(shapes)} of another shape (first: {first})"
+        )
+    model.load_state_dict(weights)
+
+
+def training_record(state: dict[str, Any], path: Path) -> TrainResult:
+    """A model file's record of its training; a UserError naming the file when it is damaged."""
+    from dstbench.train import TrainResult
+
+    try:
+        return TrainResult.from_dict(state["training"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path} is damaged: its training record does not read ({type(exc).__name__}: {exc})") from None
 
 
 def _load_failure(exc: Exception) -> str:
     """Why torch.load failed, in a few words: its own messages run to paragraphs of advice that do not apply here
     (loading with weights_only=False would run the file's code)."""
     text = str(exc)
-    if "zip archive" in text or "central directory" in text:
+    if "zip archive" in text or "central directory" in text or isinstance(exc, (EOFError, OSError)):
         return "the file is truncated or damaged (an interrupted copy?)"
     if isinstance(exc, pickle.UnpicklingError):
         foreign = re.search(r"Unsupported global: GLOBAL (\S+)", text)
@@ -152,6 +186,8 @@ def load_training(path: Path, cfg: RunConfig) -> dict[str, Any]:
     """A checkpoint's state, after checking that it was written by a run with the same training settings."""
     state = load_state(path)
     _check_settings(path, state, cfg)
+    if not 0 <= state["epoch"] <= cfg.epochs:
+        raise UserError(f"{path} is damaged: it was saved after epoch {state['epoch']} of {cfg.epochs}")
     return state
 
 
@@ -179,7 +215,7 @@ def restore_training(run: Run, state: dict[str, Any]) -> None:
             f"continue on {_how(*now)}: resume it on a {saved[0]} device (--device) in {saved[1]} "
             f"({'--channels-last' if saved[2] else '--no-channels-last'}), or start the run again"
         )
-    run.model.load_state_dict(state["model"])
+    load_weights(run.model, state["model"], run.checkpoint_path or Path("checkpoint.pt"))
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.epoch, run.step = state["epoch"], state["step"]

@@ -10,7 +10,7 @@ import click
 
 from dstbench import __version__
 from dstbench.config import FIELDS
-from dstbench.errors import PluginError
+from dstbench.errors import PluginError, UserError
 from dstbench.options import REEVALUATION_OPTIONS, DstbenchGroup, check_writable, config_options, given
 from dstbench.plugins import Plugins, get_plugins
 from dstbench.report import make_reporter
@@ -84,16 +84,18 @@ def eval_(ctx: click.Context, path: Path, entry_path: Path | None, **flags) -> N
       dstbench eval runs/x/model.pt --severities 5 --entry sev5.json
     """
     from dstbench import checkpoint, runner, tables
-    from dstbench.train import TrainResult
 
     plugins = _plugins(ctx)
+    model_path = path / "model.pt" if path.is_dir() else path
     if entry_path:
         check_writable(entry_path, "--entry", folder=False)
-    model_path = path / "model.pt" if path.is_dir() else path
+        for own in (model_path, model_path.parent / "entry.json"):
+            if entry_path.resolve() == own.resolve():
+                raise UserError(f"--entry {entry_path} is the run's own {own.name}; write the new entry elsewhere")
     saved = checkpoint.load_model(model_path)
+    result = checkpoint.training_record(saved, model_path)
     again = runner.reevaluate(saved, given(flags), plugins)
     algorithm = plugins.registry.algorithm(again.cfg.algo).from_config(again.cfg)
-    result = TrainResult.from_dict(saved["training"])
     entry = runner.make_entry(
         again.cfg, plugins, again.model, algorithm, result, again.evaluation, model_path, again.device, None
     )

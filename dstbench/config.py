@@ -7,7 +7,6 @@ from them, and `resolve` validates every value once, with errors that say what i
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -124,9 +123,20 @@ FIELDS = {f.name: f for f in fields(RunConfig)}
 # --- parsing of single values (flags arrive as strings, TOML values typed) -------------------------------------
 
 
+def split_list(text: str) -> list[str]:
+    """The items of a comma-separated list; a trailing comma is allowed ('7,' is a list of one), an empty item
+    between commas is a ValueError."""
+    parts = [part.strip() for part in text.split(",")]
+    if parts and not parts[-1]:
+        parts.pop()
+    if "" in parts:
+        raise ValueError(f"'{text}' has an empty item between commas")
+    return parts
+
+
 def _split(value: Any) -> list:
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        return split_list(value)
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ValueError("expected a list or a comma-separated string")
@@ -236,7 +246,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:  # TOML files are UTF-8
         raise UserError(f"cannot read config file {path}: {exc}") from None
     # Settings may sit at the top level or in a [run] table; [algo_options] is its own table.
-    return parse_values({**data.pop("run", {}), **data}, str(path))
+    table = data.pop("run", {})
+    if not isinstance(table, dict):
+        raise UserError(f"config file {path}: 'run' must be a table of settings ([run]), got {table!r}")
+    return parse_values({**table, **data}, str(path))
 
 
 # --- validation ------------------------------------------------------------------------------------------------
@@ -245,6 +258,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
+
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def validate(cfg: RunConfig) -> None:
@@ -257,12 +273,13 @@ def validate(cfg: RunConfig) -> None:
         cfg.clip_cache_gib is None or cfg.clip_cache_gib >= 0,
         f"--clip-cache-gib must be at least 0, got {cfg.clip_cache_gib}",
     )
-    _check(0 < cfg.lr < math.inf, f"--lr must be a positive number, got {cfg.lr}")
+    # The optimizers compute in float32: a larger step size or decay overflows there.
+    _check(0 < cfg.lr <= FLOAT32_MAX, f"--lr must be in (0, 3.4e38], got {cfg.lr}")
     _check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer '{cfg.optimizer}'; choose from: {', '.join(OPTIMIZERS)}")
     _check(cfg.schedule in SCHEDULES, f"unknown schedule '{cfg.schedule}'; choose from: {', '.join(SCHEDULES)}")
     _check(cfg.precision in PRECISIONS, f"unknown precision '{cfg.precision}'; choose from: {', '.join(PRECISIONS)}")
     _check(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
-    _check(0 <= cfg.weight_decay < math.inf, f"--weight-decay must be a number of at least 0, got {cfg.weight_decay}")
+    _check(0 <= cfg.weight_decay <= FLOAT32_MAX, f"--weight-decay must be in [0, 3.4e38], got {cfg.weight_decay}")
     _check(0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     _check(0 < cfg.gamma <= 1, f"--gamma must be in (0, 1], got {cfg.gamma}")
     _check(all(0 < m < 1 for m in cfg.milestones), f"--milestones must be fractions in (0, 1), got {cfg.milestones}")

@@ -17,6 +17,7 @@ import click
 import numpy as np
 import torch
 
+from dstbench.config import split_list
 from dstbench.corruption import SampleRNG, parse_severities
 from dstbench.data.sources import describe
 from dstbench.errors import UserError
@@ -99,12 +100,20 @@ def corrupt(
     suite = plugins.registry.suite(suite_name)
     if suite.modality != "image":
         raise UserError(f"dstbench corrupt writes images; suite '{suite_name}' corrupts {suite.modality}")
-    names = [name.strip() for text in corruption_names for name in text.split(",") if name.strip()]
+    try:
+        names = [name for text in corruption_names for name in split_list(text)]
+    except ValueError as exc:
+        raise UserError(f"--corruption: {exc}") from None
+    if corruption_names and not names:
+        raise UserError("--corruption is empty; name corruptions or subsets, or leave it out for all")
     severities = parse_severities(severity_text) if severity_text is not None else None
     corruptions, severities = suite.select(names or None, severities)
     inputs = _inputs(plugins, images, dataset, data_dir, samples, reporter)
     for sample in inputs:
-        suite.check_input(sample.image.shape[0], min(sample.image.shape[1:]), corruptions)
+        height, width = sample.image.shape[1:]
+        if suite.square_only and height != width:
+            raise UserError(f"suite '{suite.name}' corrupts square images only; {sample.stem} is {width}x{height} px")
+        suite.check_input(sample.image.shape[0], min(height, width), corruptions)
     outputs = _outputs(suite, inputs, corruptions, severities, seed, grid, reporter)
     _write_pngs(outputs, out)
     reporter.info(f"wrote {len(outputs)} PNG file(s) to {out}")

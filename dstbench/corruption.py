@@ -90,6 +90,7 @@ class CorruptionSuite(ABC):
     modality: str = "image"
     resolution: str = ""  # the image size its parameters are meant for, e.g. "32 px (CIFAR-10-C parameters)"
     subsets: Mapping[str, tuple[str, ...]] = MappingProxyType({})  # names usable in --corruptions, e.g. "noise"
+    square_only: bool = False  # its corruptions take square images only (datasets' are; `dstbench corrupt`'s may not)
 
     def check_input(self, channels: int, size: int, corruptions: Sequence[str] | None = None) -> None:
         """Raise UserError if images with this many channels and this side length (the shorter one) cannot be
@@ -168,8 +169,10 @@ class TableSuite(CorruptionSuite):
         resolution: int,
         corruptions: Mapping[str, Corruption],
         subsets: Mapping[str, Sequence[str]] | None = None,
+        square_only: bool = False,
     ):
         self.name, self.description, self.resolution_px = name, description, resolution
+        self.square_only = square_only
         self.resolution = f"{resolution} px"
         self.table = {key: corruption for key, corruption in corruptions.items()}
         lengths = {len(c.parameters[resolution]) for c in self.table.values()}

@@ -86,9 +86,11 @@ def parse_radii(text: str) -> tuple[int, ...]:
     """'8' -> (8,), '2,4,8' -> (2, 4, 8), '0-16' -> (0, 1, ..., 16); items combine ('0-4,8'). Sorted, unique."""
     radii: set[int] = set()
     for item in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        match = re.fullmatch(r"\s*(\d{1,6})\s*(?:-\s*(\d{1,6})\s*)?", item)
         if not match or (match[2] and int(match[2]) < int(match[1])):
-            raise UserError(f"invalid --radii '{text}'; write whole numbers of at least 0, e.g. '8', '2,4,8' or '0-16'")
+            raise UserError(
+                f"invalid --radii '{text}'; write whole numbers from 0 to 999,999, e.g. '8', '2,4,8' or '0-16'"
+            )
         radii.update(range(int(match[1]), int(match[2] or match[1]) + 1))
     return tuple(sorted(radii))
 
@@ -426,7 +428,13 @@ def frequency(ctx: click.Context, runs: tuple[Path, ...], radii: str | None, out
         run.cfg = saved_config(run.saved, flags, plugins)
     out = out or (saved[0].model_path.parent / "frequency")
     check_writable(out, "--out")
-    chosen = chosen if chosen is not None else default_radii(image_size, image_size)
+    useful = default_radii(image_size, image_size)
+    if chosen is not None and chosen[-1] > useful[-1]:
+        raise UserError(
+            f"--radii {radii}: at {image_size} px the low-pass keeps every frequency from radius {useful[-1]} on; "
+            f"give radii from 0 to {useful[-1]}"
+        )
+    chosen = chosen if chosen is not None else useful
     reporter = make_reporter(flags.get("quiet", False))
     results = analyse(saved, chosen, plugins, reporter)
     sizes = sorted({result.test_samples for result in results})

@@ -269,8 +269,8 @@ def _execute(cfg: RunConfig, plugins: Plugins, reporter: Reporter, lock: RunLock
         else None,
     )
     if finished:
-        model.load_state_dict(finished["model"])
-        result = TrainResult.from_dict(finished["training"])
+        checkpoint.load_weights(model, finished["model"], run_dir.model)
+        result = checkpoint.training_record(finished, run_dir.model)
         reporter.info(f"training already finished; evaluating {run_dir.model}")
         if dist.is_main:  # a process stopped between writing model.pt and removing the checkpoint
             run_dir.checkpoint.unlink(missing_ok=True)
@@ -393,7 +393,7 @@ def saved_model(saved: dict, cfg: RunConfig, plugins: Plugins) -> tuple[torch.nn
     device = resolve_device(cfg.device)
     channels_last = use_channels_last(cfg, device)
     model = build_model(cfg, plugins, device, channels_last)
-    model.load_state_dict(saved["model"])
+    checkpoint.load_weights(model, saved["model"], f"the model file of {cfg.model}")
     return model, device, channels_last
 
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from dstbench.registry import Registry
     from dstbench.report import Reporter
 
-GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")  # set per run by the sweep, not by its options
+GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")
+MAX_SEEDS = 1000  # a count of seeds (a list may name any seeds)  # set per run by the sweep, not by its options
 
 
 # --- the grid ----------------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")  # set per run by th
 def _parse_list(text: str, option: str, parse: Callable[[str], Any], what: str) -> list:
     """The values of a comma-separated option, in the order given."""
     try:
-        values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+        values = [parse(part) for part in config.split_list(text)]
     except ValueError:
         raise UserError(f"{option}: '{text}' is not a comma-separated list of {what}") from None
     if not values:
@@ -63,8 +64,8 @@ def parse_seeds(text: str) -> list[int]:
     seeds = _parse_list(text, "--seeds", config.parse_number(int), "seeds (or a count, e.g. 3)")
     if "," in text:
         return _unique(seeds)
-    if seeds[0] < 1:
-        raise UserError(f"--seeds must be a count of at least 1 or a list like 0,4,7; got {text}")
+    if not 1 <= seeds[0] <= MAX_SEEDS:
+        raise UserError(f"--seeds must be a count from 1 to {MAX_SEEDS:,} or a list like 0,4,7; got {text}")
     return list(range(seeds[0]))
 
 

@@ -86,6 +86,59 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, mess
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
+def test_damaged_files_odd_values_and_own_files_are_one_line_errors(tmp_path, finished_run, plugins):
+    """Found by fuzzing the commands: each of these once ended in a traceback, ran anyway or overwrote a file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.pt", "entry.json"):
+        (run / name).write_bytes((Path(finished_run.out) / name).read_bytes())
+    state = torch.load(run / "model.pt", weights_only=True)
+    damaged = {
+        "noconfig": {k: v for k, v in state.items() if k != "config"},
+        "nohistory": {**state, "training": {k: v for k, v in state["training"].items() if k != "history"}},
+        "otherweights": {**state, "model": {k + ".x": v for k, v in state["model"].items()}},
+    }
+    for name, content in damaged.items():
+        torch.save(content, tmp_path / f"{name}.pt")
+    (tmp_path / "run5.toml").write_text("run = 5\n")
+    (tmp_path / "wide.png").write_bytes(_png(32, 48))
+    noise = ["--suite", "cifar-c-noise", "--max-test-samples", "20"]
+    cases = [
+        (["eval", run, "--entry", run / "model.pt"], "is the run's own model.pt; write the new entry elsewhere"),
+        (["eval", run, "--entry", run / "entry.json"], "is the run's own entry.json; write the new entry elsewhere"),
+        (["eval", tmp_path / "noconfig.pt"], "noconfig.pt is damaged: its 'config' is missing or not a dict"),
+        (["eval", tmp_path / "nohistory.pt", *noise], "nohistory.pt is damaged: its training record does not read"),
+        (["eval", tmp_path / "otherweights.pt", *noise], "holds weights that do not fit its model: 20 of its"),
+        (["run", "--lr", "1e308"], "--lr must be in (0, 3.4e38], got 1e+308"),
+        (["run", "--algo", "mest", "--sparsity", "0.5", "--algo-opt", "importance_lambda=inf"], "a finite number"),
+        (["run", "--corruptions", "gaussian_noise,,fog"], "has an empty item between commas"),
+        (["run", "--config", tmp_path / "run5.toml"], "'run' must be a table of settings ([run]), got 5"),
+        (["sweep", "--algo", "dense", "--seeds", "99999999999"], "--seeds must be a count from 1 to 1,000"),
+        (["sweep", "--algo", "dense", "--sparsity", "0.1,,0.3"], "is not a comma-separated list of numbers"),
+        (["corrupt", tmp_path / "wide.png", "--suite", "imagenet-c-bar"], "corrupts square images only; wide is"),
+        (["corrupt", tmp_path / "wide.png", "--suite", "cifar-c", "--corruption", ","], "an empty item"),
+        (["frequency", run, "--radii", "0-99999999"], "invalid --radii '0-99999999'; write whole numbers from 0"),
+        (["frequency", run, "--radii", "0-50"], "the low-pass keeps every frequency from radius 23 on"),
+    ]
+    for args, message in cases:
+        out = ["--out", tmp_path / "out"] if args[0] in ("run", "sweep", "corrupt", "frequency") else []
+        result = CliRunner().invoke(build_cli(plugins), [*map(str, args), *map(str, out)])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (args, result.output)
+    assert not (tmp_path / "out").exists()
+    assert (run / "model.pt").read_bytes() == (Path(finished_run.out) / "model.pt").read_bytes()
+
+
+def _png(height: int, width: int) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("RGB", (width, height), (120, 60, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_unwritable_outputs_and_a_bad_baseline_are_refused_before_any_work(tmp_path, finished_run):
     file, out, run = tmp_path / "file", tmp_path / "out", Path(finished_run.out)
     file.write_text("x")

@@ -109,7 +109,7 @@ def test_dense_runs_at_sparsity_0_only_and_seeds_are_a_count_or_a_list(fake_plug
         (["--algo=dense,nope"], "unknown algorithm 'nope'"),
         (["--algo=fake-sparse", "--sparsity=0.1,1.2"], "--sparsity must be in [0, 1), got 1.2"),
         (["--algo=dense", "--seeds=x"], "--seeds: 'x' is not a comma-separated list"),
-        (["--algo=dense", "--seeds=0"], "--seeds must be a count of at least 1"),
+        (["--algo=dense", "--seeds=0"], "--seeds must be a count from 1 to 1,000"),
         (["--algo=dense", "--algo-opt=nope=1"], "no algorithm of the sweep (dense) has option 'nope'"),
         (["--algo=dense", "--devices=cpu,cuda:99"], "--device cuda:99"),
         (["--algo=fake-sparse", "--sparsity=0.3,0.3000001"], "share the run directory digits-digits-cnn-fake-sparse"),

@@ -197,7 +197,10 @@ def read_unaggregated(path: Path, board: Board, corruptions: tuple[str, ...]) ->
         average = lines[0][-1] == "average"
         names, severities = lines[0][1 : len(lines[0]) - average], lines[1][1 : len(lines[0]) - average]
         found = [(c, int(s)) for c, s in zip(names, severities, strict=True)]
-    except (OSError, UnicodeDecodeError, csv.Error, IndexError, ValueError) as exc:
+    except IndexError:
+        header = "it lacks the two header rows"
+        raise UserError(f"{path} is not a RobustBench unaggregated results file: {header}") from None
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise UserError(f"{path} is not a RobustBench unaggregated results file: {exc}") from None
     if sorted(found) != sorted(columns):
         raise UserError(f"{path} does not have one column per corruption of the board and severity 1-5; move it away")
@@ -242,7 +245,9 @@ def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
     from dstbench.checkpoint import atomic_write, write_json
     from dstbench.entry import load_entry
     from dstbench.leaderboard.submission import PATH_PART
+    from dstbench.options import check_writable
 
+    check_writable(out, "--out")
     plugins = ctx.find_root().obj
     infos: dict[Path, dict[str, Any]] = {}  # model_info file -> its fields, every existing file read first
     tables: dict[Path, Unaggregated] = {}  # CSV -> its columns and rows, likewise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -217,8 +216,8 @@ def masks(
     """
     if not 0 <= sparsity < 1:
         raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")
-    if not (math.isfinite(erk_power_scale) and erk_power_scale > 0):
-        raise UserError(f"--erk-power-scale must be a positive number, got {erk_power_scale}")
+    if not 0 < erk_power_scale <= 10:  # above 10, the scores of large layers underflow to 0
+        raise UserError(f"--erk-power-scale must be in (0, 10], got {erk_power_scale}")
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels, got {image_size}")
     if frames is not None and frames < 1:

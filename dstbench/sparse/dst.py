@@ -46,9 +46,8 @@ class SparseOptions:
     erk_power_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(
-            math.isfinite(self.erk_power_scale) and self.erk_power_scale > 0,
-            f"erk_power_scale must be a positive number, got {self.erk_power_scale}",
+        _check(  # above 10, the scores of large layers underflow to 0
+            0 < self.erk_power_scale <= 10, f"erk_power_scale must be in (0, 10], got {self.erk_power_scale}"
         )
 
 

@@ -528,6 +528,7 @@ SUITE = TableSuite(
     "ImageNet-C̄: 10 corruptions unlike ImageNet-C's, 224-px parameters (Mintun, Kirillov & Xie 2021)",
     224,
     CORRUPTIONS,
+    square_only=True,
 )
 
 
