@@ -3,7 +3,7 @@ into one-line messages."""
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -74,8 +74,11 @@ def check_writable(path: Path, option: str, folder: bool = True) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{option} {path}: {existing} is a file, so no {kind} can be made below it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: no permission to write in {existing}")
+    try:  # a file made and dropped at once, not os.access: it says yes to root, even in /proc
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 class DstbenchGroup(click.Group):

@@ -331,6 +331,14 @@ def test_an_output_folder_without_write_permission_is_named(tmp_path, monkeypatc
     from dstbench.errors import UserError
     from dstbench.options import check_writable
 
-    monkeypatch.setattr("dstbench.options.os.access", lambda path, mode: False)  # root may write anywhere
-    with pytest.raises(UserError, match=f"--out {tmp_path / 'new' / 'run'}: no permission to write in {tmp_path}$"):
+    with pytest.raises(UserError, match=r"^--out /proc/dstbench/run: cannot write in /proc \(.+\)$"):
+        check_writable(Path("/proc/dstbench/run"), "--out")  # refused to root too, which os.access would let pass
+
+    def refuse(dir):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("dstbench.options.tempfile.TemporaryFile", refuse)
+    message = f"--out {tmp_path / 'new' / 'run'}: cannot write in {tmp_path} (Permission denied)"
+    with pytest.raises(UserError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
         check_writable(tmp_path / "new" / "run", "--out")
+    assert list(tmp_path.iterdir()) == []
