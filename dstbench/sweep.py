@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from dstbench.registry import Registry
     from dstbench.report import Reporter
 
-GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")
-MAX_SEEDS = 1000  # a count of seeds (a list may name any seeds)  # set per run by the sweep, not by its options
+GRID_FIELDS = ("algo", "sparsity", "seed", "out", "resume")  # set per run by the sweep, not by its options
+MAX_SEEDS = 1000  # the largest count of seeds (a list may name any seeds)
 
 
 # --- the grid ----------------------------------------------------------------------------------------------------

@@ -210,8 +210,8 @@ def read_unaggregated(path: Path, board: Board, corruptions: tuple[str, ...]) ->
     return Unaggregated(found, average, rows)
 
 
-def _fraction(accuracy: float, digits: int = 6) -> str:
-    return f"{accuracy:.{digits}f}".rstrip("0").rstrip(".")
+def _fraction(value: float, digits: int = 6) -> str:
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def _corruptions(plugins: Plugins, board: Board, suite: str) -> tuple[str, ...]:
@@ -280,11 +280,12 @@ def export(ctx: click.Context, entries: tuple[Path, ...], out: Path) -> None:
         tables[table].put(name, entry["corruptions"])
     if not exported:
         raise UserError(f"none of the {len(entries)} entries fits a RobustBench corruptions leaderboard")
-    for (target, _), path in exported.items():
-        click.echo(f"{path}: {target}")
     for target, info in infos.items():
         write_json(target, info, mode=0o644)
     for table, content in tables.items():
         text = content.text()
         atomic_write(table, lambda tmp, text=text: tmp.write_text(text), mode=0o644)
+    for (target, _), path in exported.items():  # once everything is written
+        click.echo(f"{path}: {target}")
+    for table, content in tables.items():
         click.echo(f"{table}: {len(content.rows)} models")

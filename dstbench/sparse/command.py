@@ -16,7 +16,7 @@ from dstbench.errors import UserError
 from dstbench.models import Classifier, ModelRequest
 from dstbench.report import make_reporter
 from dstbench.sparse import first_and_last, sparsifiable
-from dstbench.sparse.distributions import DISTRIBUTIONS, densities, nonzero_counts
+from dstbench.sparse.distributions import DISTRIBUTIONS, MAX_ERK_POWER_SCALE, densities, nonzero_counts
 from dstbench.sparse.flops import CONVENTION, FLOPS_PER_MAC, layer_macs, sparse_macs, training_flops
 
 if TYPE_CHECKING:
@@ -216,8 +216,8 @@ def masks(
     """
     if not 0 <= sparsity < 1:
         raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")
-    if not 0 < erk_power_scale <= 10:  # above 10, the scores of large layers underflow to 0
-        raise UserError(f"--erk-power-scale must be in (0, 10], got {erk_power_scale}")
+    if not 0 < erk_power_scale <= MAX_ERK_POWER_SCALE:
+        raise UserError(f"--erk-power-scale must be in (0, {MAX_ERK_POWER_SCALE}], got {erk_power_scale}")
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels, got {image_size}")
     if frames is not None and frames < 1:

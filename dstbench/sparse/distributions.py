@@ -19,6 +19,9 @@ DISTRIBUTIONS = ("uniform", "er", "erk")
 Shapes = Mapping[str, tuple[int, ...]]
 
 
+MAX_ERK_POWER_SCALE = 10  # above it, the scores of large layers underflow to 0 and no density solves
+
+
 def _score(shape: tuple[int, ...], distribution: str, erk_power_scale: float) -> float:
     if distribution == "erk":
         return (sum(shape) / math.prod(shape)) ** erk_power_scale

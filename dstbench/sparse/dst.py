@@ -22,7 +22,7 @@ from dstbench.algorithm import Algorithm
 from dstbench.errors import UserError, unknown_choice
 from dstbench.hookspecs import hookimpl
 from dstbench.sparse import first_and_last, sparsifiable
-from dstbench.sparse.distributions import DISTRIBUTIONS, densities, nonzero_counts
+from dstbench.sparse.distributions import DISTRIBUTIONS, MAX_ERK_POWER_SCALE, densities, nonzero_counts
 from dstbench.sparse.masks import Masks, grow, prune, with_ties_broken
 from dstbench.sparse.schedules import DECAYS, DropSchedule
 
@@ -46,8 +46,9 @@ class SparseOptions:
     erk_power_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(  # above 10, the scores of large layers underflow to 0
-            0 < self.erk_power_scale <= 10, f"erk_power_scale must be in (0, 10], got {self.erk_power_scale}"
+        _check(
+            0 < self.erk_power_scale <= MAX_ERK_POWER_SCALE,
+            f"erk_power_scale must be in (0, {MAX_ERK_POWER_SCALE}], got {self.erk_power_scale}",
         )
 
 
